@@ -1,0 +1,1 @@
+"""Recipe composition (Hydra), schema (pydantic) and error formatting."""

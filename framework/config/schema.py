@@ -1,0 +1,137 @@
+"""Pydantic schema of a composed recipe (the "envelope").
+
+The envelope is strict (unknown keys are errors). Plugin sections (a generator, a validation
+layer, the splitter) keep their plugin-specific keys as extras here; ``framework.config.check``
+validates those against the named plugin's ``Params`` model.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_-]*$"
+
+
+class StrictModel(BaseModel):
+    """Base: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class IntentSpec(StrictModel):
+    """One intent, authored in YAML.
+
+    Attributes:
+        description: What the intent means; shown to LLM generators and in reports.
+        examples: Hand-written example utterances (also used by the anti-parroting check).
+        templates: jinja2 templates rendered in a sandbox; ``{{ slot }}`` names a slot list.
+        slots: Slot value lists for this intent only; they override recipe-level ``slots``.
+        weight: Multiplier on ``generate.samples_per_intent`` for this intent.
+        out_of_scope: Marks the out-of-scope / ambiguous class the router falls back to.
+        min_words: Rows with fewer words are rejected by the quality layer.
+    """
+
+    description: str = ""
+    examples: list[str] = Field(default_factory=list)
+    templates: list[str] = Field(default_factory=list)
+    slots: dict[str, list[str]] = Field(default_factory=dict)
+    weight: float = Field(default=1.0, gt=0, le=100)
+    out_of_scope: bool = False
+    min_words: int | None = Field(default=None, ge=1)
+
+
+class PluginSection(BaseModel):
+    """A section that names a plugin; the other keys are that plugin's params."""
+
+    model_config = ConfigDict(extra="allow")
+
+    plugin: str = Field(min_length=1)
+
+    def plugin_params(self) -> dict[str, Any]:
+        """The keys meant for the plugin's own ``Params`` model."""
+        core = set(type(self).model_fields)
+        return {k: v for k, v in self.model_dump().items() if k not in core}
+
+
+class GeneratorSection(PluginSection):
+    """One generator instance; ``share`` is its part of each intent's rows."""
+
+    share: float = Field(default=1.0, gt=0)
+
+
+class LayerSection(PluginSection):
+    """One validation layer; layers run in the order they appear."""
+
+    enabled: bool = True
+
+
+class SplitSection(PluginSection):
+    """Dedupe settings (core) plus the splitter plugin and its params."""
+
+    dedupe: Literal["normalized", "exact", "none"] = "normalized"
+
+
+class GenerateConfig(StrictModel):
+    """The generate stage."""
+
+    samples_per_intent: int = Field(ge=1, le=1_000_000)
+    verification_fraction: float = Field(default=0.1, ge=0, le=1)
+    generators: dict[str, GeneratorSection] = Field(min_length=1)
+
+
+class ValidateConfig(StrictModel):
+    """The validate stage: ordered layers and a gate on the share of rejected rows."""
+
+    layers: dict[str, LayerSection] = Field(default_factory=dict)
+    max_rejected_fraction: float = Field(default=0.5, ge=0, le=1)
+
+
+class PathsConfig(StrictModel):
+    """Where run output goes (relative paths are relative to the working directory)."""
+
+    outputs: str = "outputs"
+
+
+class RecipeConfig(StrictModel):
+    """A whole composed recipe."""
+
+    schema_version: Literal[1] = 1
+    name: str = Field(pattern=NAME_PATTERN)
+    description: str = ""
+    seed: int = 13
+    paths: PathsConfig = Field(default_factory=PathsConfig)
+    slots: dict[str, list[str]] = Field(default_factory=dict)
+    intents: dict[str, IntentSpec] = Field(min_length=2)
+    generate: GenerateConfig
+    validate_: ValidateConfig = Field(alias="validate")
+    split: SplitSection
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    @field_validator("intents")
+    @classmethod
+    def _intent_names(cls, intents: dict[str, IntentSpec]) -> dict[str, IntentSpec]:
+        import re
+
+        bad = [name for name in intents if not re.match(NAME_PATTERN, name)]
+        if bad:
+            raise ValueError(f"intent names must start with a letter and use letters, digits, _ or -: {bad}")
+        return intents
+
+    @model_validator(mode="after")
+    def _one_out_of_scope(self) -> RecipeConfig:
+        flagged = [name for name, spec in self.intents.items() if spec.out_of_scope]
+        if len(flagged) > 1:
+            raise ValueError(f"at most one intent may set out_of_scope: true, found {flagged}")
+        return self
+
+    @property
+    def fallback_intent(self) -> str | None:
+        """The out-of-scope intent, if the recipe declares one."""
+        return next((name for name, spec in self.intents.items() if spec.out_of_scope), None)
+
+    def slots_for(self, intent: str) -> dict[str, list[str]]:
+        """Recipe-level slots overlaid with the intent's own."""
+        return {**self.slots, **self.intents[intent].slots}

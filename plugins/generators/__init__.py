@@ -1,0 +1,1 @@
+"""Built-in generators (one module each; registered on import)."""

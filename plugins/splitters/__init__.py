@@ -1,0 +1,1 @@
+"""Built-in splitters (one module each; registered on import)."""

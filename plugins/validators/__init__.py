@@ -1,0 +1,1 @@
+"""Built-in validators (one module each; registered on import)."""
