@@ -37,7 +37,16 @@ from pydantic import BaseModel, ConfigDict
 
 from framework.errors import IntentcraftError
 
-KINDS = ("sources", "generators", "validators", "splitters", "trainers", "exporters", "calibrators", "reporters")
+KINDS = (
+    "sources",
+    "generators",
+    "validators",
+    "splitters",
+    "trainers",
+    "exporters",
+    "calibrators",
+    "reporters",
+)
 ENTRY_POINT_PREFIX = "intentcraft."
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _REF = re.compile(r"^(?:(?P<ns>[a-z][a-z0-9_]*)\.)?(?P<name>[a-z][a-z0-9_]*)(?:\.v(?P<version>\d+))?$")
@@ -85,12 +94,19 @@ class PluginSpec:
         return doc.splitlines()[0] if doc else ""
 
     def code_digest(self) -> str:
-        """SHA-256 of the module source that defines the plugin (feeds stage fingerprints)."""
+        """SHA-256 of the plugin's module and the private ``_*.py`` helpers beside it.
+
+        It feeds stage fingerprints, so editing a plugin recomputes the stages that use it.
+        """
+        digest = hashlib.sha256(self.id.encode())
         try:
-            source = Path(inspect.getfile(self.func)).read_bytes()
-        except (OSError, TypeError):
-            source = self.id.encode()
-        return hashlib.sha256(source).hexdigest()
+            module = Path(inspect.getfile(self.func))
+        except TypeError:
+            return digest.hexdigest()
+        helpers = sorted(p for p in module.parent.glob("_*.py") if p.name != "__init__.py")
+        for path in [module, *helpers]:
+            digest.update(path.name.encode() + b"\0" + path.read_bytes())
+        return digest.hexdigest()
 
 
 @dataclass
@@ -101,7 +117,12 @@ class Registry:
     _specs: dict[str, PluginSpec] = field(default_factory=dict)
 
     def register(
-        self, name: str, *, version: int = 1, params: type[BaseModel] = PluginParams, namespace: str | None = None
+        self,
+        name: str,
+        *,
+        version: int = 1,
+        params: type[BaseModel] = PluginParams,
+        namespace: str | None = None,
     ) -> Callable[[Callable[..., object]], Callable[..., object]]:
         """Decorator that registers ``func`` under ``name`` (lower_snake_case) and ``version``."""
         if not _NAME.match(name):
@@ -134,7 +155,9 @@ class Registry:
         load_plugins()
         match = _REF.match(str(ref))
         if match is None:
-            raise UnknownPlugin(self.kind, str(ref), self.known_names(), "names look like 'template' or 'builtin.template.v1'")
+            raise UnknownPlugin(
+                self.kind, str(ref), self.known_names(), "names look like 'template' or 'builtin.template.v1'"
+            )
         ns, name, version = match["ns"], match["name"], match["version"]
         found = [
             s

@@ -7,9 +7,10 @@ validates those against the named plugin's ``Params`` model.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_-]*$"
 
@@ -112,20 +113,14 @@ class RecipeConfig(StrictModel):
 
     @field_validator("intents")
     @classmethod
-    def _intent_names(cls, intents: dict[str, IntentSpec]) -> dict[str, IntentSpec]:
-        import re
-
+    def _check_intents(cls, intents: dict[str, IntentSpec]) -> dict[str, IntentSpec]:
         bad = [name for name in intents if not re.match(NAME_PATTERN, name)]
         if bad:
             raise ValueError(f"intent names must start with a letter and use letters, digits, _ or -: {bad}")
-        return intents
-
-    @model_validator(mode="after")
-    def _one_out_of_scope(self) -> RecipeConfig:
-        flagged = [name for name, spec in self.intents.items() if spec.out_of_scope]
+        flagged = [name for name, spec in intents.items() if spec.out_of_scope]
         if len(flagged) > 1:
-            raise ValueError(f"at most one intent may set out_of_scope: true, found {flagged}")
-        return self
+            raise ValueError(f"at most one intent may set out_of_scope: true, found {flagged}; keep it on one")
+        return intents
 
     @property
     def fallback_intent(self) -> str | None:

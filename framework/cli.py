@@ -1,0 +1,197 @@
+"""The ``intentcraft`` command: verbs in front of Hydra.
+
+``run`` hands the recipe to ``hydra.main`` (so ``-m`` sweeps and every Hydra override work) after
+composing and validating every job of the sweep first. Exit codes: 0 ok, 1 a gate failed, 2 bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+
+from framework import __version__
+from framework.config.check import ValidatedRecipe, check_recipe
+from framework.config.compose import RecipeRef, available_recipes, compose_recipe, resolve_recipe
+from framework.errors import IntentcraftError, RecipeError, UserInputError
+from framework.registry import KINDS
+
+OUT = Console()
+ERR = Console(stderr=True)
+MAX_PREFLIGHT_JOBS = 1000
+
+EPILOG = """examples:
+  intentcraft run                                   # the default recipe (code_search)
+  intentcraft run recipe=support_desk generate.samples_per_intent=200
+  intentcraft run -m recipe=code_search split.group_by=none,template
+  intentcraft run recipe=code_search +debug=default # a tiny, fast run
+  intentcraft validate recipe=my_recipe.yaml --show
+  intentcraft status recipe=code_search
+exit codes: 0 ok, 1 a gate failed, 2 bad input"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every verb."""
+    parser = argparse.ArgumentParser(
+        prog="intentcraft",
+        description="Build calibrated intent routers from one YAML recipe.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"intentcraft {__version__}")
+    verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
+    overrides_help = "recipe=NAME|PATH (default: code_search) and Hydra overrides key=value"
+    run = verbs.add_parser(
+        "run",
+        help="run every stage of a recipe that is not already current",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    run.add_argument("-m", "--multirun", action="store_true", help="sweep: comma-separated values make one job each")
+    run.add_argument("--force", action="store_true", help="recompute every stage even if it is current")
+    run.add_argument("overrides", nargs="*", help=overrides_help)
+    validate = verbs.add_parser("validate", help="compose and check a recipe without doing any work")
+    validate.add_argument("--show", action="store_true", help="print the composed recipe as YAML")
+    validate.add_argument("overrides", nargs="*", help=overrides_help)
+    status = verbs.add_parser("status", help="show each stage as CURRENT / STALE (and why) / MISSING / PARTIAL")
+    status.add_argument("overrides", nargs="*", help=overrides_help)
+    plugins = verbs.add_parser("plugins", help="list every registered plugin by stage kind with its params")
+    plugins.add_argument("--kind", choices=KINDS, help="only this stage kind")
+    verbs.add_parser("recipes", help="list the recipes that recipe=NAME can name")
+    return parser
+
+
+def load(ref: RecipeRef, overrides: list[str] | None = None) -> ValidatedRecipe:
+    """Compose and validate one recipe (one job of a sweep)."""
+    return check_recipe(compose_recipe(ref, overrides), str(ref.path))
+
+
+def sweep_jobs(overrides: list[str]) -> list[list[str]]:
+    """Expand Hydra sweep syntax (``a=1,2 b=x,y``) into the override list of every job."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except HydraException as exc:
+        raise UserInputError(
+            f"bad override: {exc}. Overrides look like key=value, +key=value or key=a,b with -m."
+        ) from None
+    axes = []
+    for override in parsed:
+        if override.is_sweep_override():
+            key = override.get_key_element()
+            axes.append([f"{key}={value}" for value in override.sweep_string_iterator()])
+        else:
+            axes.append([override.input_line])
+    return [list(job) for job in itertools.product(*axes)]
+
+
+def preflight(ref: RecipeRef, multirun: bool) -> ValidatedRecipe:
+    """Validate every job before any work; returns the first job's recipe."""
+    jobs = sweep_jobs(list(ref.overrides)) if multirun else [list(ref.overrides)]
+    first: ValidatedRecipe | None = None
+    for job in jobs[:MAX_PREFLIGHT_JOBS]:
+        try:
+            recipe = load(ref, job)
+        except RecipeError as exc:
+            if multirun:
+                exc.hint = f"The sweep job with overrides {' '.join(job) or '(none)'} is invalid; no job was started."
+            raise
+        first = first or recipe
+    assert first is not None
+    return first
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """``intentcraft run``."""
+    from framework.launch import launch
+
+    ref = resolve_recipe(args.overrides)
+    preflight(ref, args.multirun)
+    return launch(ref, multirun=args.multirun, force=args.force, console=OUT)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    """``intentcraft validate``."""
+    ref = resolve_recipe(args.overrides)
+    recipe = load(ref)
+    if args.show:
+        import yaml
+
+        OUT.print(yaml.safe_dump(recipe.raw, sort_keys=False, allow_unicode=True), markup=False, highlight=False)
+    config = recipe.config
+    plugins = ", ".join(
+        sorted({b.spec.id for b in (*recipe.generators.values(), *recipe.layers.values(), recipe.splitter)})
+    )
+    OUT.print(
+        f"[green]OK[/] {ref.path}: recipe '{config.name}', {len(config.intents)} intents "
+        f"({config.generate.samples_per_intent} rows each asked), fallback intent: {config.fallback_intent or 'none'}; "
+        f"plugins: {plugins}"
+    )
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """``intentcraft status``."""
+    from framework.pipeline import Pipeline
+    from framework.stages import STAGES
+    from framework.summary import status_table
+
+    ref = resolve_recipe(args.overrides)
+    recipe = load(ref)
+    pipeline = Pipeline(STAGES, recipe, Path(recipe.config.paths.outputs))
+    OUT.print(f"recipe {recipe.name} ({ref.path}); cache: {pipeline.cache}")
+    OUT.print(status_table(pipeline.plan()))
+    return 0
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    """``intentcraft plugins``."""
+    from framework.registry import LOAD_ERRORS, load_plugins
+    from framework.summary import plugins_tables
+
+    load_plugins()
+    tables, empty = plugins_tables(args.kind)
+    for table in tables:
+        OUT.print(table)
+    if empty:
+        OUT.print(f"no plugins registered yet for: {', '.join(empty)}")
+    for kind, errors in LOAD_ERRORS.items():
+        for error in errors:
+            ERR.print(f"[red]could not load a {kind} plugin:[/] {error}")
+    return 0
+
+
+def cmd_recipes(_: argparse.Namespace) -> int:
+    """``intentcraft recipes``."""
+    for name in available_recipes():
+        OUT.print(name)
+    return 0
+
+
+COMMANDS: dict[str, Any] = {
+    "run": cmd_run,
+    "validate": cmd_validate,
+    "status": cmd_status,
+    "plugins": cmd_plugins,
+    "recipes": cmd_recipes,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``intentcraft`` console script."""
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        return COMMANDS[args.verb](args)
+    except IntentcraftError as exc:
+        ERR.print("[bold red]error:[/] " + escape(str(exc)), highlight=False, soft_wrap=True)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        ERR.print("interrupted: finished stages are kept; run the same command again to go on.")
+        return 130

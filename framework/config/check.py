@@ -1,0 +1,175 @@
+"""Validate a composed recipe before any work: envelope, plugin params, templates and slots.
+
+Every problem is collected and raised together as one ``RecipeError``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import jinja2
+from pydantic import BaseModel, ValidationError
+
+from framework.config.pydantic_issues import did_you_mean, issues_from_validation
+from framework.config.schema import GeneratorSection, LayerSection, PluginSection, RecipeConfig, SplitSection
+from framework.errors import ConfigIssue, RecipeError
+from framework.registry import PluginSpec, Registry, UnknownPlugin, generators, splitters, validators
+from framework.templating import make_environment, template_variables
+
+
+@dataclass(frozen=True)
+class BoundPlugin:
+    """A recipe section bound to its plugin and validated params."""
+
+    path: str
+    spec: PluginSpec
+    params: BaseModel
+    section: PluginSection
+
+
+@dataclass(frozen=True)
+class ValidatedRecipe:
+    """A recipe that passed every check, with its plugins resolved."""
+
+    source: str
+    raw: dict[str, Any]
+    config: RecipeConfig
+    generators: dict[str, BoundPlugin]
+    layers: dict[str, BoundPlugin]
+    splitter: BoundPlugin
+
+    @property
+    def name(self) -> str:
+        """The recipe's ``name``."""
+        return self.config.name
+
+
+def _plugin_sections(raw: dict[str, Any]) -> Iterator[tuple[str, Any, type[PluginSection], Registry]]:
+    generate = raw.get("generate")
+    if isinstance(generate, dict) and isinstance(generate.get("generators"), dict):
+        for key, section in generate["generators"].items():
+            yield f"generate.generators.{key}", section, GeneratorSection, generators
+    validate = raw.get("validate")
+    if isinstance(validate, dict) and isinstance(validate.get("layers"), dict):
+        for key, section in validate["layers"].items():
+            yield f"validate.layers.{key}", section, LayerSection, validators
+    if isinstance(raw.get("split"), dict):
+        yield "split", raw["split"], SplitSection, splitters
+
+
+def bind_plugin(
+    path: str, raw_section: Any, model: type[PluginSection], registry: Registry
+) -> BoundPlugin | list[ConfigIssue]:
+    """Resolve the section's plugin and validate its params; reports core and plugin keys together."""
+    if not isinstance(raw_section, dict):
+        return [ConfigIssue(path, "must be a mapping with a 'plugin' key", raw_section, has_value=True)]
+    issues: list[ConfigIssue] = []
+    section: PluginSection | None = None
+    try:
+        section = model.model_validate(raw_section)
+    except ValidationError as exc:
+        issues += issues_from_validation(exc, model, path)
+    if not isinstance(raw_section.get("plugin"), str):
+        return issues
+    try:
+        spec = registry.resolve(raw_section["plugin"])
+    except UnknownPlugin as exc:
+        return [*issues, ConfigIssue(f"{path}.plugin", str(exc))]
+    own = {k: v for k, v in raw_section.items() if k not in model.model_fields}
+    try:
+        params = spec.params.model_validate(own)
+    except ValidationError as exc:
+        return issues + issues_from_validation(exc, spec.params, path, owner=f"plugin {spec.id}")
+    if issues or section is None:
+        return issues
+    return BoundPlugin(path, spec, params, section)
+
+
+def _template_issues(config: RecipeConfig) -> list[ConfigIssue]:
+    """Syntax, unknown slots and sandbox violations, found by a trial render of every template."""
+    issues: list[ConfigIssue] = []
+    env = make_environment()
+    for intent, spec in config.intents.items():
+        slots = config.slots_for(intent)
+        for index, source in enumerate(spec.templates):
+            path = f"intents.{intent}.templates[{index}]"
+            try:
+                names = template_variables(env, source)
+            except jinja2.TemplateSyntaxError as exc:
+                issues.append(ConfigIssue(path, f"template syntax error: {exc.message}", source, has_value=True))
+                continue
+            missing = sorted(names - set(slots))
+            for name in missing:
+                hint = did_you_mean(name, sorted(slots))
+                issues.append(
+                    ConfigIssue(
+                        path,
+                        f"uses slot '{name}' that is defined neither in slots nor in intents.{intent}.slots{hint}",
+                    )
+                )
+            if missing:
+                continue
+            try:
+                env.from_string(source).render({name: slots[name][0] for name in names if slots[name]})
+            except jinja2.exceptions.SecurityError as exc:
+                issues.append(ConfigIssue(path, f"template is refused by the sandbox: {exc}", source, has_value=True))
+            except jinja2.TemplateError as exc:
+                issues.append(ConfigIssue(path, f"template fails to render: {exc}", source, has_value=True))
+    return issues
+
+
+def _content_issues(config: RecipeConfig, bound: dict[str, BoundPlugin]) -> list[ConfigIssue]:
+    issues: list[ConfigIssue] = []
+    for name, values in config.slots.items():
+        if not values:
+            issues.append(ConfigIssue(f"slots.{name}", "slot list is empty; give at least one value"))
+    uses_templates = any(b.spec.name == "template" for b in bound.values() if b.path.startswith("generate."))
+    for intent, spec in config.intents.items():
+        for name, values in spec.slots.items():
+            if not values:
+                issues.append(
+                    ConfigIssue(f"intents.{intent}.slots.{name}", "slot list is empty; give at least one value")
+                )
+        if not spec.templates and not spec.examples:
+            issues.append(ConfigIssue(f"intents.{intent}", "intent is empty: give it templates (and examples)"))
+        elif uses_templates and not spec.templates:
+            issues.append(
+                ConfigIssue(f"intents.{intent}.templates", "the template generator needs at least one template")
+            )
+    issues += _template_issues(config)
+    for plugin in bound.values():
+        hook = getattr(plugin.params, "check_recipe", None)
+        if callable(hook):
+            issues += [ConfigIssue(f"{plugin.path}.{where}", message) for where, message in hook(config)]
+    return issues
+
+
+def check_recipe(raw: dict[str, Any], source: str) -> ValidatedRecipe:
+    """Validate ``raw`` (a composed recipe) completely or raise ``RecipeError`` listing every issue."""
+    issues: list[ConfigIssue] = []
+    config: RecipeConfig | None = None
+    try:
+        config = RecipeConfig.model_validate(raw)
+    except ValidationError as exc:
+        issues += issues_from_validation(exc, RecipeConfig)
+    bound: dict[str, BoundPlugin] = {}
+    for path, section, model, registry in _plugin_sections(raw):
+        result = bind_plugin(path, section, model, registry)
+        if isinstance(result, list):
+            issues += [i for i in result if i.render() not in {j.render() for j in issues}]
+        else:
+            bound[path] = result
+    if config is not None:
+        issues += _content_issues(config, bound)
+    if issues or config is None:
+        raise RecipeError(source, issues)
+    return ValidatedRecipe(
+        source=source,
+        raw=raw,
+        config=config,
+        generators={p.removeprefix("generate.generators."): b for p, b in bound.items() if p.startswith("generate.")},
+        layers={p.removeprefix("validate.layers."): b for p, b in bound.items() if p.startswith("validate.")},
+        splitter=bound["split"],
+    )

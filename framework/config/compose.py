@@ -1,0 +1,153 @@
+"""Find a recipe and compose it with Hydra over the library defaults in ``conf/``.
+
+A recipe is a Hydra primary config. ``recipe=NAME`` looks for ``./recipes/NAME.yaml`` and then
+the shipped recipes; ``recipe=path/to/file.yaml`` names a file directly. The recipe's directory is
+the primary config path (so its ``intents/`` packs resolve), and ``conf/`` plus the shipped
+recipes directory are added to Hydra's search path.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from framework.errors import ConfigIssue, RecipeError, UserInputError
+from framework.paths import conf_dir, recipe_dirs, shipped_recipes_dir
+
+DEFAULT_RECIPE = "code_search"
+_RECIPE_OVERRIDE = re.compile(r"^recipe=(?P<value>.*)$")
+
+
+@dataclass(frozen=True)
+class RecipeRef:
+    """A located recipe file and the overrides to compose it with."""
+
+    path: Path
+    overrides: tuple[str, ...]
+
+    @property
+    def name(self) -> str:
+        """The file's stem, e.g. ``code_search``."""
+        return self.path.stem
+
+    def search_path_override(self) -> str:
+        """The ``hydra.searchpath`` override that makes ``conf/`` and shipped packs visible."""
+        dirs = [conf_dir(), shipped_recipes_dir()]
+        return "hydra.searchpath=[" + ",".join(f"file://{d}" for d in dirs if d != self.path.parent) + "]"
+
+
+def available_recipes() -> list[str]:
+    """Names accepted by ``recipe=NAME``."""
+    names = {p.stem for d in recipe_dirs() for p in d.glob("*.yaml")}
+    return sorted(names)
+
+
+def split_recipe_override(args: list[str]) -> tuple[str, list[str]]:
+    """Pull ``recipe=X`` out of the overrides; the default recipe when absent."""
+    recipe, rest = DEFAULT_RECIPE, []
+    for arg in args:
+        match = _RECIPE_OVERRIDE.match(arg)
+        if match:
+            recipe = match["value"]
+        else:
+            rest.append(arg)
+    return recipe, rest
+
+
+def locate_recipe(value: str) -> Path:
+    """Resolve ``recipe=`` to a YAML file or raise a clear error listing the choices."""
+    if "," in value:
+        raise UserInputError(
+            f"recipe={value}: a sweep over recipes is not supported; sweep keys inside one recipe with -m, "
+            "or run each recipe in turn (for r in a b; do intentcraft run recipe=$r; done)."
+        )
+    as_path = Path(value).expanduser()
+    if value.endswith((".yaml", ".yml")) or "/" in value:
+        if as_path.is_file():
+            return as_path.resolve()
+        raise UserInputError(f"recipe={value}: no such file. Give a path to a recipe YAML or a recipe name.")
+    for directory in recipe_dirs():
+        candidate = directory / f"{value}.yaml"
+        if candidate.is_file():
+            return candidate
+    names = available_recipes()
+    close = difflib.get_close_matches(value, names, n=1)
+    hint = f" Did you mean recipe={close[0]}?" if close else ""
+    raise UserInputError(
+        f"recipe={value}: no recipe of that name in {', '.join(str(d) for d in recipe_dirs())}.{hint} "
+        f"Known recipes: {', '.join(names) or 'none'}."
+    )
+
+
+def resolve_recipe(args: list[str]) -> RecipeRef:
+    """Locate the recipe named among ``args`` and keep the other overrides."""
+    value, overrides = split_recipe_override(args)
+    return RecipeRef(locate_recipe(value), tuple(overrides))
+
+
+def compose_recipe(ref: RecipeRef, overrides: list[str] | None = None) -> dict[str, Any]:
+    """Compose the recipe with Hydra and return it as plain, resolved containers (no ``hydra`` node)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    chosen = list(ref.overrides if overrides is None else overrides)
+    try:
+        with initialize_config_dir(config_dir=str(ref.path.parent), version_base="1.3", job_name="intentcraft"):
+            cfg = compose(config_name=ref.name, overrides=[*chosen, ref.search_path_override()])
+        container = OmegaConf.to_container(cfg, resolve=True)
+    except (HydraException, OmegaConfBaseException, ValueError) as exc:
+        issue = composition_issue(exc)
+        issue.message += _override_suggestion(ref, chosen, issue.path)
+        raise RecipeError(str(ref.path), [issue], hint=composition_hint(exc)) from None
+    assert isinstance(container, dict)
+    container.pop("hydra", None)
+    return container
+
+
+def _override_suggestion(ref: RecipeRef, overrides: list[str], key: str) -> str:
+    """``; did you mean 'x'?`` for an override of a key that does not exist."""
+    bad = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") == key]
+    if not key or not bad:
+        return ""
+    try:
+        container = compose_recipe(ref, [o for o in overrides if o not in bad])
+    except RecipeError:
+        return ""
+    parent, _, leaf = key.rpartition(".")
+    node: Any = container
+    for part in parent.split(".") if parent else []:
+        node = node.get(part) if isinstance(node, dict) else None
+    choices = [str(k) for k in node] if isinstance(node, dict) else []
+    close = difflib.get_close_matches(leaf, choices, n=1)
+    return f"; did you mean '{parent + '.' if parent else ''}{close[0]}'?" if close else ""
+
+
+def composition_issue(exc: Exception) -> ConfigIssue:
+    """Turn a Hydra/OmegaConf composition failure into one readable issue."""
+    text = str(exc).strip()
+    text = text.split("\nConfig search path:")[0]
+    text = re.sub(r"\n\s*\n", "\n", text).replace("\n\t", " ").replace("\n", " ")
+    key = getattr(exc, "full_key", "") or ""
+    match = re.search(r"Could not override '([^']+)'", text)
+    if match:
+        key = match[1]
+        text = f"no such key in the composed recipe (to add a new key, write +{key}=...)"
+    return ConfigIssue(str(key), text)
+
+
+def composition_hint(exc: Exception) -> str:
+    """The fix to suggest for a composition failure."""
+    text = str(exc)
+    if "Could not override" in text:
+        return (
+            "Check the key's spelling (`intentcraft validate recipe=NAME --show` prints the composed recipe), "
+            "or add a new key with +key=value."
+        )
+    if "Could not find" in text or "MissingConfig" in type(exc).__name__:
+        return "Fix the name in the recipe's defaults list (or the override); the available options are listed above."
+    return "Fix the recipe or the override and run again."

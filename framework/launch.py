@@ -1,0 +1,87 @@
+"""Run a validated recipe through ``hydra.main`` so run directories, logs and sweeps are Hydra's."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+
+from framework.config.check import check_recipe
+from framework.config.compose import RecipeRef
+from framework.errors import IntentcraftError
+from framework.io import atomic_write_json, atomic_write_text
+from framework.pipeline import Pipeline, StagePlan
+from framework.redact import redact
+from framework.stages import STAGES
+from framework.summary import print_run_summary
+
+
+def run_recipe(container: dict[str, Any], source: str, run_dir: Path, force: bool, console: Console) -> list[StagePlan]:
+    """Validate, run the stages that are not current, print the summary and record the run."""
+    import yaml
+
+    recipe = check_recipe(container, source)
+    pipeline = Pipeline(STAGES, recipe, Path(recipe.config.paths.outputs))
+    actions: dict[str, str] = {}
+
+    def on_stage(plan: StagePlan, action: str) -> None:
+        actions[plan.stage.name] = action
+        verb = "[green]ran[/]" if action == "ran" else "[dim]cached[/]"
+        console.print(f"{plan.stage.name}: {verb} ({plan.fingerprint[:12]})")
+
+    plans = pipeline.run(on_stage, force=force)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_dir / "recipe.yaml", yaml.safe_dump(redact(container), sort_keys=False, allow_unicode=True))
+    atomic_write_json(
+        run_dir / "run.json",
+        {
+            "recipe": recipe.name,
+            "recipe_file": source,
+            "stages": {
+                p.stage.name: {
+                    "fingerprint": p.fingerprint,
+                    "dir": str(p.directory),
+                    "action": actions[p.stage.name],
+                }
+                for p in plans
+            },
+        },
+    )
+    print_run_summary(console, pipeline, plans, actions)
+    console.print(f"run record: {run_dir}")
+    return plans
+
+
+def launch(ref: RecipeRef, multirun: bool, force: bool, console: Console) -> int:
+    """Hand the recipe to Hydra; returns the process exit code (the worst job's)."""
+    import hydra
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from omegaconf import DictConfig, OmegaConf
+
+    failures: list[int] = []
+
+    def task(cfg: DictConfig) -> None:
+        container = OmegaConf.to_container(cfg, resolve=True)
+        assert isinstance(container, dict)
+        hydra_cfg = HydraConfig.get()
+        try:
+            run_recipe(container, str(ref.path), Path(hydra_cfg.runtime.output_dir), force, console)
+        except IntentcraftError as exc:
+            console.print("[bold red]error:[/] " + escape(str(exc)), highlight=False, soft_wrap=True)
+            if hydra_cfg.mode != RunMode.MULTIRUN:
+                raise SystemExit(exc.exit_code) from None
+            failures.append(exc.exit_code)
+
+    argv = ["intentcraft", *(["-m"] if multirun else []), *ref.overrides, ref.search_path_override()]
+    saved, sys.argv = sys.argv, argv
+    try:
+        hydra.main(version_base="1.3", config_path=str(ref.path.parent), config_name=ref.name)(task)()
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    finally:
+        sys.argv = saved
+    return max(failures, default=0)

@@ -1,0 +1,213 @@
+"""Stage graph, fingerprints, content-addressed cache, manifests and staleness.
+
+Each stage writes into ``<outputs>/cache/<stage>/<fingerprint>/``. The fingerprint hashes the
+stage's recipe sections, its plugins (id and source digest), its upstream fingerprints and the
+bytes of any file it reads, so it is known before the stage runs: ``status`` needs no work, an
+unchanged stage is never recomputed, and sweep jobs share what they have in common.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from framework import __version__
+from framework.config.check import ValidatedRecipe
+from framework.errors import IntentcraftError
+from framework.io import (
+    atomic_write_json,
+    dumps_canonical,
+    make_staging_dir,
+    publish_dir,
+    read_json,
+    remove_stale_staging,
+    sha256_bytes,
+)
+from framework.progress import Progress
+
+MANIFEST = "manifest.json"
+LIBRARIES = ("hydra-core", "omegaconf", "pydantic", "jinja2", "rich")
+
+
+class State(StrEnum):
+    """What ``status`` says of a stage."""
+
+    CURRENT = "CURRENT"
+    STALE = "STALE"
+    MISSING = "MISSING"
+    PARTIAL = "PARTIAL"
+
+
+@dataclass
+class StageRun:
+    """What a stage's ``run`` function gets: the recipe, its staging dir and its inputs' dirs."""
+
+    recipe: ValidatedRecipe
+    work_dir: Path
+    inputs: dict[str, Path]
+    progress: Progress
+    warnings: list[str] = field(default_factory=list)
+
+    def warn(self, message: str) -> None:
+        """Keep a warning for the manifest and the summary."""
+        if message not in self.warnings:
+            self.warnings.append(message)
+
+
+@dataclass(frozen=True)
+class StageDef:
+    """One stage: its upstream stages, the recipe keys it reads and what it runs."""
+
+    name: str
+    upstream: tuple[str, ...]
+    config_keys: tuple[str, ...]
+    run: Callable[[StageRun], dict[str, Any]]
+    version: int = 1
+    plugins: Callable[[ValidatedRecipe], list[Any]] = lambda recipe: []
+    files: Callable[[ValidatedRecipe], list[Path]] = lambda recipe: []
+
+
+@dataclass
+class StagePlan:
+    """A stage's fingerprint, directory and state for one recipe."""
+
+    stage: StageDef
+    fingerprint: str
+    inputs: dict[str, Any]
+    directory: Path
+    state: State
+    reason: str = ""
+
+
+def library_versions() -> dict[str, str]:
+    """Versions recorded in every manifest."""
+    versions = {"python": platform.python_version(), "intentcraft": __version__}
+    for name in LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "absent"
+    return versions
+
+
+def fingerprint_inputs(stage: StageDef, recipe: ValidatedRecipe, upstream: dict[str, str]) -> dict[str, Any]:
+    """Everything that decides a stage's output, as plain JSON."""
+    from framework.io import sha256_file
+
+    return {
+        "stage": stage.name,
+        "stage_version": stage.version,
+        "config": {key: recipe.raw.get(key) for key in stage.config_keys},
+        "plugins": {b.spec.id: b.spec.code_digest() for b in stage.plugins(recipe)},
+        "upstream": {name: upstream[name] for name in stage.upstream},
+        "files": {str(p): sha256_file(p) for p in stage.files(recipe)},
+    }
+
+
+class Pipeline:
+    """Plans and runs the stages of one recipe over a cache directory."""
+
+    def __init__(self, stages: list[StageDef], recipe: ValidatedRecipe, outputs: Path) -> None:
+        self.stages = stages
+        self.recipe = recipe
+        self.outputs = outputs
+        self.cache = outputs / "cache"
+        self.state_file = outputs / "state" / f"{recipe.name}.json"
+
+    def plan(self) -> list[StagePlan]:
+        """Fingerprint every stage and say whether it is current, stale, partial or missing."""
+        previous = read_json(self.state_file) if self.state_file.is_file() else {}
+        fingerprints: dict[str, str] = {}
+        plans = []
+        for stage in self.stages:
+            inputs = fingerprint_inputs(stage, self.recipe, fingerprints)
+            fingerprint = sha256_bytes(dumps_canonical(inputs).encode())[:20]
+            fingerprints[stage.name] = fingerprint
+            directory = self.cache / stage.name / fingerprint
+            state, reason = self._state(stage, directory, inputs, previous.get(stage.name))
+            plans.append(StagePlan(stage, fingerprint, inputs, directory, state, reason))
+        return plans
+
+    def _state(self, stage: StageDef, directory: Path, inputs: dict[str, Any], last: str | None) -> tuple[State, str]:
+        manifest = directory / MANIFEST
+        if manifest.is_file():
+            status = read_json(manifest).get("status")
+            if status == "complete":
+                return State.CURRENT, ""
+            return State.PARTIAL, f"an earlier run stopped early ({status})"
+        if last:
+            old = self.cache / stage.name / last / MANIFEST
+            if old.is_file():
+                from framework.staleness import explain
+
+                return State.STALE, explain(read_json(old).get("inputs", {}), inputs)
+        return State.MISSING, "never run for this recipe"
+
+    def run(self, on_stage: Callable[[StagePlan, str], None], force: bool = False) -> list[StagePlan]:
+        """Run every stage that is not current; ``on_stage(plan, "cached"|"ran")`` after each."""
+        plans = self.plan()
+        upstream_dirs: dict[str, Path] = {}
+        for plan in plans:
+            if plan.state is State.CURRENT and not force:
+                on_stage(plan, "cached")
+            else:
+                self._execute(plan, upstream_dirs)
+                plan.state, plan.reason = State.CURRENT, ""
+                on_stage(plan, "ran")
+            upstream_dirs[plan.stage.name] = plan.directory
+            self._remember(plan)
+        return plans
+
+    def _execute(self, plan: StagePlan, upstream_dirs: dict[str, Path]) -> None:
+        remove_stale_staging(plan.directory.parent)
+        staging = make_staging_dir(plan.directory)
+        inputs = {name: upstream_dirs[name] for name in plan.stage.upstream}
+        started = time.time()
+        with Progress() as progress:
+            run = StageRun(self.recipe, staging, inputs, progress)
+            try:
+                details = plan.stage.run(run)
+            except IntentcraftError as exc:
+                kept = self._keep_failed(staging, plan)
+                raise type(exc)(f"{exc}\nPartial output of the {plan.stage.name} stage is kept in {kept}.") from None
+            except KeyboardInterrupt:
+                self._keep_failed(staging, plan)
+                raise
+        manifest = {
+            "stage": plan.stage.name,
+            "recipe": self.recipe.name,
+            "recipe_file": self.recipe.source,
+            "fingerprint": plan.fingerprint,
+            "status": "complete",
+            "inputs": plan.inputs,
+            "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+            "seconds": round(time.time() - started, 3),
+            "warnings": run.warnings,
+            "versions": library_versions(),
+            **details,
+        }
+        atomic_write_json(staging / MANIFEST, manifest)
+        publish_dir(staging, plan.directory)
+
+    def _keep_failed(self, staging: Path, plan: StagePlan) -> Path:
+        """Keep a failed stage's partial output for inspection, under a name no run trusts."""
+        failed = plan.directory.with_name(f"{plan.fingerprint}.failed-{time.strftime('%Y%m%d-%H%M%S')}")
+        if staging.exists():
+            staging.rename(failed)
+        return failed
+
+    def _remember(self, plan: StagePlan) -> None:
+        previous = read_json(self.state_file) if self.state_file.is_file() else {}
+        if previous.get(plan.stage.name) != plan.fingerprint:
+            previous[plan.stage.name] = plan.fingerprint
+            atomic_write_json(self.state_file, previous)
+
+    def manifest(self, plan: StagePlan) -> dict[str, Any]:
+        """The manifest of a current stage."""
+        return read_json(plan.directory / MANIFEST)

@@ -1,0 +1,89 @@
+"""Generate stage: run every generator for every intent, then write rows and a review sample."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from framework.config.check import BoundPlugin, ValidatedRecipe
+from framework.errors import StageError
+from framework.io import write_jsonl
+from framework.pipeline import StageDef, StageRun
+from framework.plugin_api import GenerateContext
+from framework.seeding import derive_seed, make_rng
+
+
+def allocate(total: int, shares: dict[str, float]) -> dict[str, int]:
+    """Split ``total`` rows between generators by share (largest remainder, deterministic)."""
+    weight = sum(shares.values())
+    exact = {name: total * share / weight for name, share in shares.items()}
+    counts = {name: int(value) for name, value in exact.items()}
+    leftovers = sorted(exact, key=lambda name: (counts[name] - exact[name], name))
+    for name in leftovers[: total - sum(counts.values())]:
+        counts[name] += 1
+    return counts
+
+
+def rows_wanted(recipe: ValidatedRecipe) -> dict[str, dict[str, int]]:
+    """Generator -> intent -> rows to ask for."""
+    config = recipe.config
+    shares = {name: bound.section.share for name, bound in recipe.generators.items()}
+    wanted: dict[str, dict[str, int]] = {name: {} for name in shares}
+    for intent, spec in config.intents.items():
+        total = round(config.generate.samples_per_intent * spec.weight)
+        for name, count in allocate(total, shares).items():
+            wanted[name][intent] = count
+    return wanted
+
+
+def _run_generator(run: StageRun, name: str, bound: BoundPlugin, counts: dict[str, int]) -> list[dict[str, Any]]:
+    config = run.recipe.config
+    advance = run.progress.task(f"generate: {name}", sum(counts.values()))
+    context = GenerateContext(
+        name=name,
+        plugin_id=bound.spec.id,
+        intents=config.intents,
+        slots={intent: config.slots_for(intent) for intent in config.intents},
+        counts=counts,
+        seed=derive_seed(config.seed, "generate", name),
+        work_dir=run.work_dir,
+        advance=advance,
+        warn=lambda message: run.warn(f"{name}: {message}"),
+    )
+    return list(bound.spec.func(bound.params, context))
+
+
+def run_generate(run: StageRun) -> dict[str, Any]:
+    """Produce ``rows.jsonl`` and ``verification_sample.jsonl``."""
+    rows: list[dict[str, Any]] = []
+    for name, counts in rows_wanted(run.recipe).items():
+        rows += _run_generator(run, name, run.recipe.generators[name], counts)
+    duplicated = [rid for rid, n in Counter(r["id"] for r in rows).items() if n > 1]
+    if duplicated:
+        raise StageError(
+            f"generate: generators produced duplicate row ids (e.g. {duplicated[0]}); this is a plugin bug"
+        )
+    write_jsonl(run.work_dir / "rows.jsonl", rows)
+    fraction = run.recipe.config.generate.verification_fraction
+    rng = make_rng(run.recipe.config.seed, "verification")
+    sample = [row for row in rows if rng.random() < fraction]
+    write_jsonl(run.work_dir / "verification_sample.jsonl", sample)
+    per_intent = Counter(row["intent"] for row in rows)
+    per_generator = Counter(row["provenance"]["generator"] for row in rows)
+    return {
+        "counts": {
+            "rows": len(rows),
+            "per_intent": dict(sorted(per_intent.items())),
+            "per_generator": dict(per_generator),
+        },
+        "verification_sample": {"rows": len(sample), "file": "verification_sample.jsonl"},
+    }
+
+
+GENERATE = StageDef(
+    name="generate",
+    upstream=(),
+    config_keys=("seed", "slots", "intents", "generate"),
+    run=run_generate,
+    plugins=lambda recipe: list(recipe.generators.values()),
+)

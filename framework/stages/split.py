@@ -1,0 +1,80 @@
+"""Split stage: dedupe, split with the recipe's splitter, then guard against leakage."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from framework.dedupe import dedupe_rows, find_leaks
+from framework.errors import StageError
+from framework.io import read_jsonl, write_jsonl
+from framework.pipeline import StageDef, StageRun
+from framework.plugin_api import SplitContext
+from framework.rows import SPLITS
+from framework.seeding import derive_seed
+
+MIN_ROWS_PER_INTENT = 3
+
+
+def _check_enough_rows(rows: list[dict[str, Any]], intents: list[str]) -> None:
+    counts = Counter(row["intent"] for row in rows)
+    short = {intent: counts.get(intent, 0) for intent in intents if counts.get(intent, 0) < MIN_ROWS_PER_INTENT}
+    if short:
+        listing = ", ".join(f"{intent} ({n})" for intent, n in sorted(short.items()))
+        raise StageError(
+            f"split: too few rows left after validation and dedupe for {listing}; each intent needs at least "
+            f"{MIN_ROWS_PER_INTENT}. Add templates or slot values to these intents, or read rejected.jsonl in the "
+            "validate stage to see what removed them."
+        )
+
+
+def run_split(run: StageRun) -> dict[str, Any]:
+    """Produce ``train.jsonl``, ``eval.jsonl``, ``test.jsonl`` and ``dropped.jsonl``."""
+    config = run.recipe.config
+    rows = read_jsonl(run.inputs["validate"] / "accepted.jsonl")
+    kept, dropped = dedupe_rows(rows, config.split.dedupe)
+    _check_enough_rows(kept, list(config.intents))
+    bound = run.recipe.splitter
+    context = SplitContext(
+        intents=config.intents,
+        seed=derive_seed(config.seed, "split"),
+        advance=run.progress.task("split", len(kept)),
+        warn=run.warn,
+    )
+    result = bound.spec.func(kept, bound.params, context)
+    missing = [row["id"] for row in kept if result.assignments.get(row["id"]) not in SPLITS]
+    if missing:
+        raise StageError(f"split: splitter {bound.spec.id} left {len(missing)} rows without a valid split (plugin bug)")
+    for row in kept:
+        row["split"] = result.assignments[row["id"]]
+    leaks = find_leaks(kept)
+    if leaks:
+        raise StageError(
+            f"split: leakage guard: {len(leaks)} normalised texts in two splits, e.g. {leaks[0]} (plugin bug)"
+        )
+    for split in SPLITS:
+        write_jsonl(run.work_dir / f"{split}.jsonl", [row for row in kept if row["split"] == split])
+    write_jsonl(
+        run.work_dir / "dropped.jsonl",
+        [{**d["row"], "dropped": {"rule": d["rule"], "reason": d["reason"]}} for d in dropped],
+    )
+    table = Counter((row["intent"], row["split"]) for row in kept)
+    return {
+        "counts": {
+            "input": len(rows),
+            "kept": len(kept),
+            "dropped": dict(Counter(d["rule"] for d in dropped)),
+            "per_intent": {i: {s: table.get((i, s), 0) for s in SPLITS} for i in config.intents},
+            "leaks": 0,
+        },
+        "splitter": result.report,
+    }
+
+
+SPLIT = StageDef(
+    name="split",
+    upstream=("validate",),
+    config_keys=("seed", "split"),
+    run=run_split,
+    plugins=lambda recipe: [recipe.splitter],
+)

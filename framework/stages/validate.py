@@ -1,0 +1,92 @@
+"""Validate stage: run the layers in order; keep every rejection with its layer, rule and reason."""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from typing import Any
+
+from framework.errors import GateFailed, StageError
+from framework.io import read_jsonl, write_jsonl
+from framework.pipeline import StageDef, StageRun
+from framework.plugin_api import ValidateContext
+from framework.seeding import derive_seed
+
+
+def _enabled_layers(recipe: Any) -> dict[str, Any]:
+    return {name: bound for name, bound in recipe.layers.items() if bound.section.enabled}
+
+
+def run_validate(run: StageRun) -> dict[str, Any]:
+    """Produce ``accepted.jsonl`` and ``rejected.jsonl``; fail the gate on too many rejections."""
+    rows = read_jsonl(run.inputs["generate"] / "rows.jsonl")
+    config = run.recipe.config
+    accepted, rejected = rows, []
+    per_layer: dict[str, Counter[str]] = defaultdict(Counter)
+    for layer, bound in _enabled_layers(run.recipe).items():
+        context = ValidateContext(
+            layer=layer,
+            intents=config.intents,
+            seed=derive_seed(config.seed, "validate", layer),
+            advance=run.progress.task(f"validate: {layer}", len(accepted)),
+            warn=lambda message, layer=layer: run.warn(f"{layer}: {message}"),
+        )
+        verdicts = {}
+        for rejection in bound.spec.func(accepted, bound.params, context):
+            verdicts.setdefault(rejection.row_id, rejection)
+        by_id = {row["id"] for row in accepted}
+        unknown = set(verdicts) - by_id
+        if unknown:
+            raise StageError(f"validate: layer {layer!r} rejected row ids it was not given ({sorted(unknown)[:3]})")
+        for row in accepted:
+            verdict = verdicts.get(row["id"])
+            if verdict is not None:
+                per_layer[layer][verdict.rule] += 1
+                rejected.append({**row, "rejection": {"layer": layer, "rule": verdict.rule, "reason": verdict.reason}})
+        accepted = [row for row in accepted if row["id"] not in verdicts]
+    write_jsonl(run.work_dir / "accepted.jsonl", accepted)
+    write_jsonl(run.work_dir / "rejected.jsonl", rejected)
+    _rejection_gate(len(rows), rejected, config.validate_.max_rejected_fraction)
+    return {
+        "counts": {
+            "input": len(rows),
+            "accepted": len(accepted),
+            "rejected": len(rejected),
+            "accepted_per_intent": dict(sorted(Counter(r["intent"] for r in accepted).items())),
+            "rejected_per_layer": {layer: dict(rules) for layer, rules in per_layer.items()},
+        },
+        "examples": _examples(rejected),
+    }
+
+
+def _examples(rejected: list[dict[str, Any]]) -> dict[str, dict[str, str]]:
+    """One example reason per layer and rule, for the summary table."""
+    seen: dict[str, dict[str, str]] = defaultdict(dict)
+    for row in rejected:
+        info = row["rejection"]
+        seen[info["layer"]].setdefault(info["rule"], f"{info['reason']} — {row['text'][:60]!r}")
+    return dict(seen)
+
+
+def _rejection_gate(total: int, rejected: list[dict[str, Any]], limit: float) -> None:
+    if total == 0:
+        raise StageError(
+            "validate: the generate stage produced no rows; check generate.samples_per_intent and the generators"
+        )
+    share = len(rejected) / total
+    if share > limit:
+        top = Counter(f"{r['rejection']['layer']}/{r['rejection']['rule']}" for r in rejected).most_common(3)
+        listing = ", ".join(f"{rule} ({n})" for rule, n in top)
+        raise GateFailed(
+            f"validate: {len(rejected)} of {total} rows rejected ({share:.1%}), more than "
+            f"validate.max_rejected_fraction={limit}. Most frequent: {listing}. Read rejected.jsonl (kept below) "
+            "for every reason, then fix the templates or loosen the layer that rejects them."
+        )
+
+
+VALIDATE = StageDef(
+    name="validate",
+    upstream=("generate",),
+    config_keys=("seed", "intents", "validate"),
+    run=run_validate,
+    plugins=lambda recipe: list(_enabled_layers(recipe).values()),
+)
