@@ -96,23 +96,46 @@ def compose_recipe(ref: RecipeRef, overrides: list[str] | None = None) -> dict[s
     from omegaconf.errors import OmegaConfBaseException
 
     chosen = list(ref.overrides if overrides is None else overrides)
+    _check_override_syntax(ref, chosen)
     try:
         with initialize_config_dir(config_dir=str(ref.path.parent), version_base="1.3", job_name="intentcraft"):
             cfg = compose(config_name=ref.name, overrides=[*chosen, ref.search_path_override()])
         container = OmegaConf.to_container(cfg, resolve=True)
     except (HydraException, OmegaConfBaseException, ValueError) as exc:
         issue = composition_issue(exc)
-        issue.message += _override_suggestion(ref, chosen, issue.path)
+        if issue.message.startswith("no such key"):
+            issue.message += _override_suggestion(ref, chosen, issue.path)
         raise RecipeError(str(ref.path), [issue], hint=composition_hint(exc)) from None
     assert isinstance(container, dict)
     container.pop("hydra", None)
     return container
 
 
+def _check_override_syntax(ref: RecipeRef, overrides: list[str]) -> None:
+    """Name the override that Hydra's grammar cannot parse (Hydra's own message does not)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    parser = OverridesParser.create()
+    issues = []
+    for override in overrides:
+        try:
+            parser.parse_override(override)
+        except HydraException as exc:
+            detail = str(exc).split(" See https://")[0].strip()
+            issues.append(ConfigIssue(override, f"cannot parse this override: {detail}"))
+    if issues:
+        hint = (
+            "Overrides look like key=value, +new.key=value or ~key; quote values with spaces, commas or brackets, "
+            "e.g. 'intents.A.templates=[\"who calls {{ symbol }}\"]'."
+        )
+        raise RecipeError(str(ref.path), issues, hint=hint)
+
+
 def _override_suggestion(ref: RecipeRef, overrides: list[str], key: str) -> str:
     """``; did you mean 'x'?`` for an override of a key that does not exist."""
     bad = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") == key]
-    if not key or not bad:
+    if not bad:
         return ""
     try:
         container = compose_recipe(ref, [o for o in overrides if o not in bad])
@@ -136,7 +159,14 @@ def composition_issue(exc: Exception) -> ConfigIssue:
     match = re.search(r"Could not override '([^']+)'", text)
     if match:
         key = match[1]
-        text = f"no such key in the composed recipe (to add a new key, write +{key}=...)"
+        if "No match in the defaults list" in text:
+            text = f"the recipe's defaults list has no group '{key}' to choose from (to add one, write +{key}=...)"
+        else:
+            text = f"no such key in the composed recipe (to add a new key, write +{key}=...)"
+    match = re.search(r"Could not find '([^']+)'\s*Available options in '([^']+)': (.*)$", text)
+    if match:
+        key = match[2]
+        text = f"no config '{match[1]}'; available options: {', '.join(match[3].split())}"
     return ConfigIssue(str(key), text)
 
 

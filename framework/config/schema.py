@@ -99,7 +99,7 @@ class RecipeConfig(StrictModel):
     """A whole composed recipe."""
 
     schema_version: Literal[1] = 1
-    name: str = Field(pattern=NAME_PATTERN)
+    name: str
     description: str = ""
     seed: int = 13
     paths: PathsConfig = Field(default_factory=PathsConfig)
@@ -110,6 +110,13 @@ class RecipeConfig(StrictModel):
     split: SplitSection
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, name: str) -> str:
+        if not re.match(NAME_PATTERN, name):
+            raise ValueError("must start with a letter and use only letters, digits, _ or - (it names output folders)")
+        return name
 
     @field_validator("intents")
     @classmethod

@@ -1,0 +1,155 @@
+"""Fingerprints, caching, staleness explanations and atomic stage output."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from framework.io import read_jsonl
+from framework.pipeline import Pipeline, StageRun, State
+from framework.stages import STAGES
+from tests.conftest import REPO, TINY, load_recipe
+
+TEMPLATE_EDIT = "intents.FindCallers.templates=['who calls {{ symbol }}','callers of {{ symbol }} please']"
+
+
+def run(outputs: Path, *overrides: str) -> tuple[Pipeline, dict[str, str]]:
+    pipeline = Pipeline(STAGES, load_recipe(TINY, *overrides), outputs)
+    actions: dict[str, str] = {}
+    pipeline.run(lambda plan, action: actions.__setitem__(plan.stage.name, action))
+    return pipeline, actions
+
+
+def test_first_run_computes_every_stage_and_writes_manifests(tmp_path: Path) -> None:
+    pipeline, actions = run(tmp_path)
+    assert actions == {"generate": "ran", "validate": "ran", "split": "ran"}
+    for plan in pipeline.plan():
+        manifest = json.loads((plan.directory / "manifest.json").read_text())
+        assert manifest["status"] == "complete"
+        assert manifest["fingerprint"] == plan.fingerprint
+        assert manifest["versions"]["pydantic"]
+    split_dir = pipeline.plan()[-1].directory
+    rows = [r for split in ("train", "eval", "test") for r in read_jsonl(split_dir / f"{split}.jsonl")]
+    assert {r["intent"] for r in rows} == {"FindCallers", "SymbolQuery", "Ambiguous"}
+    assert all(r["provenance"]["synthetic"] is True for r in rows)
+
+
+def test_unchanged_rerun_does_no_work(tmp_path: Path) -> None:
+    first, _ = run(tmp_path)
+    mtimes = {p.stage.name: (p.directory / "manifest.json").stat().st_mtime_ns for p in first.plan()}
+    second, actions = run(tmp_path)
+    assert actions == {"generate": "cached", "validate": "cached", "split": "cached"}
+    assert mtimes == {p.stage.name: (p.directory / "manifest.json").stat().st_mtime_ns for p in second.plan()}
+
+
+def test_template_change_reruns_generate_and_downstream_only(tmp_path: Path) -> None:
+    run(tmp_path)
+    status = {p.stage.name: p for p in Pipeline(STAGES, load_recipe(TINY, TEMPLATE_EDIT), tmp_path).plan()}
+    assert status["generate"].state is State.STALE
+    assert "intents.FindCallers.templates changed" in status["generate"].reason
+    assert "upstream generate changed" in status["validate"].reason
+    _, actions = run(tmp_path, TEMPLATE_EDIT)
+    assert actions == {"generate": "ran", "validate": "ran", "split": "ran"}
+
+
+def test_split_change_reruns_split_only(tmp_path: Path) -> None:
+    run(tmp_path)
+    plans = Pipeline(STAGES, load_recipe(TINY, "split.ratios={train: 0.7, eval: 0.15, test: 0.15}"), tmp_path).plan()
+    assert [p.state for p in plans] == [State.CURRENT, State.CURRENT, State.STALE]
+    assert plans[2].reason.startswith("recipe keys split.ratios.eval, split.ratios.test, split.ratios.train changed")
+    _, actions = run(tmp_path, "split.ratios={train: 0.7, eval: 0.15, test: 0.15}")
+    assert actions == {"generate": "cached", "validate": "cached", "split": "ran"}
+
+
+def test_never_run_is_missing(tmp_path: Path) -> None:
+    plans = Pipeline(STAGES, load_recipe(TINY), tmp_path).plan()
+    assert [p.state for p in plans] == [State.MISSING] * 3
+
+
+def test_plugin_code_change_makes_stage_stale(tmp_path: Path) -> None:
+    pipeline, _ = run(tmp_path)
+    manifest_path = pipeline.plan()[0].directory / "manifest.json"
+    recorded = json.loads(manifest_path.read_text())
+    plugin_id = next(iter(recorded["inputs"]["plugins"]))
+    recorded["inputs"]["plugins"][plugin_id] = "0" * 64
+    state = json.loads((tmp_path / "state" / "tiny.json").read_text())
+    fake = manifest_path.parent.with_name("f" * 20)
+    fake.mkdir()
+    (fake / "manifest.json").write_text(json.dumps(recorded))
+    state["generate"] = fake.name
+    (tmp_path / "state" / "tiny.json").write_text(json.dumps(state))
+    # The real directory still exists, so move it away to see the explanation.
+    manifest_path.parent.rename(manifest_path.parent.with_name("moved"))
+    plan = Pipeline(STAGES, load_recipe(TINY), tmp_path).plan()[0]
+    assert plan.state is State.STALE
+    assert plan.reason == f"plugin code of {plugin_id} changed"
+
+
+def test_interrupted_stage_leaves_nothing_a_later_run_trusts(tmp_path: Path) -> None:
+    def interrupted(run_ctx: StageRun) -> dict:  # writes part of its output, then the user presses Ctrl-C
+        (run_ctx.work_dir / "accepted.jsonl").write_text('{"id": "half"')
+        raise KeyboardInterrupt
+
+    stages = [STAGES[0], replace(STAGES[1], run=interrupted), STAGES[2]]
+    pipeline = Pipeline(stages, load_recipe(TINY), tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.run(lambda plan, action: None)
+    plans = Pipeline(STAGES, load_recipe(TINY), tmp_path).plan()
+    assert [p.state for p in plans] == [State.CURRENT, State.MISSING, State.MISSING]
+    assert not plans[1].directory.exists()
+    assert list(plans[1].directory.parent.glob("*.failed-*")), "partial output is kept for inspection"
+    _, actions = run(tmp_path)
+    assert actions == {"generate": "cached", "validate": "ran", "split": "ran"}
+    assert read_jsonl(plans[1].directory / "accepted.jsonl")
+
+
+def test_leftover_staging_directory_is_ignored_and_cleaned(tmp_path: Path) -> None:
+    plan = Pipeline(STAGES, load_recipe(TINY), tmp_path).plan()[0]
+    staging = plan.directory.with_name(f".{plan.fingerprint}.staging-killed")
+    staging.mkdir(parents=True)
+    (staging / "rows.jsonl").write_text("torn")
+    assert Pipeline(STAGES, load_recipe(TINY), tmp_path).plan()[0].state is State.MISSING
+    run(tmp_path)
+    assert not staging.exists()
+
+
+SCRIPT_PRELUDE = """
+import json, sys
+from pathlib import Path
+sys.path.insert(0, {repo!r})
+from tests.conftest import load_recipe, TINY
+from framework.pipeline import Pipeline
+from framework.stages import STAGES
+pipeline = Pipeline(STAGES, load_recipe(TINY), Path({out!r}))
+"""
+
+
+def run_script(body: str, out: Path, hash_seed: str) -> str:
+    script = SCRIPT_PRELUDE.format(repo=str(REPO), out=str(out)) + body
+    env = {"PYTHONHASHSEED": hash_seed, "PATH": "/usr/bin:/bin"}
+    done = subprocess.run([sys.executable, "-c", script], cwd=out.parent, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def test_fingerprints_are_stable_across_processes_and_hash_seeds(tmp_path: Path) -> None:
+    body = "print(json.dumps([p.fingerprint for p in pipeline.plan()]))"
+    results = {run_script(body, tmp_path, seed) for seed in ("0", "1", "12345")}
+    assert len(results) == 1
+    in_process = [p.fingerprint for p in Pipeline(STAGES, load_recipe(TINY), tmp_path).plan()]
+    assert json.loads(results.pop()) == in_process
+
+
+def test_generated_rows_are_identical_across_hash_seeds(tmp_path: Path) -> None:
+    outputs = {}
+    for seed in ("0", "99"):
+        run_script("pipeline.run(lambda plan, action: None)", tmp_path / seed, seed)
+        split_dirs = list((tmp_path / seed / "cache" / "split").iterdir())
+        outputs[seed] = [(split_dirs[0] / f"{name}.jsonl").read_bytes() for name in ("train", "eval", "test")]
+    assert outputs["0"] == outputs["99"]
+    assert outputs["0"][0].count(b"\n") > 50
