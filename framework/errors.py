@@ -46,6 +46,9 @@ class RecipeError(IntentcraftError):
         self.hint = hint
         super().__init__(self.render())
 
+    def __str__(self) -> str:
+        return self.render()
+
     def render(self) -> str:
         """One block naming the recipe and every bad key path."""
         count = len(self.issues)
