@@ -1,0 +1,70 @@
+"""The shipped recipes end to end through the real CLI, and their intent packs' content checks."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from framework.io import read_jsonl
+from framework.rows import SPLITS, normalize_text
+from tests.conftest import ASSETS, REPO, run_cli
+
+
+def stage_dir(outputs: Path, stage: str) -> Path:
+    dirs = [d for d in (outputs / "cache" / stage).iterdir() if (d / "manifest.json").is_file()]
+    assert len(dirs) == 1
+    return dirs[0]
+
+
+def test_default_recipe_end_to_end(tmp_path: Path) -> None:
+    done = run_cli("run", cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    outputs = tmp_path / "outputs"
+    splits = {name: read_jsonl(stage_dir(outputs, "split") / f"{name}.jsonl") for name in SPLITS}
+    per_intent = Counter(row["intent"] for rows in splits.values() for row in rows)
+    assert len(per_intent) == 8
+    assert min(per_intent.values()) >= 1000, per_intent
+    for name, rows in splits.items():
+        assert {row["intent"] for row in rows} == set(per_intent), f"{name} misses an intent"
+    seen: dict[str, str] = {}
+    for name, rows in splits.items():
+        for row in rows:
+            assert seen.setdefault(normalize_text(row["text"]), name) == name, "leak between splits"
+            assert row["provenance"]["synthetic"] is True and row["split"] == name
+    rejected = read_jsonl(stage_dir(outputs, "validate") / "rejected.jsonl")
+    assert all(set(r["rejection"]) == {"layer", "rule", "reason"} and r["rejection"]["reason"] for r in rejected)
+    generated = read_jsonl(stage_dir(outputs, "generate") / "rows.jsonl")
+    sample = read_jsonl(stage_dir(outputs, "generate") / "verification_sample.jsonl")
+    assert 0.07 < len(sample) / len(generated) < 0.13
+    again = run_cli("run", "recipe=code_search", cwd=tmp_path)
+    assert "Nothing to do" in again.stdout
+
+
+def test_support_desk_recipe_groups_templates_into_one_split(tmp_path: Path) -> None:
+    done = run_cli("run", "recipe=support_desk", "generate.samples_per_intent=200", cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    split_dir = stage_dir(tmp_path / "outputs", "split")
+    where: dict[tuple[str, str], set[str]] = {}
+    for name in SPLITS:
+        for row in read_jsonl(split_dir / f"{name}.jsonl"):
+            where.setdefault((row["intent"], row["provenance"]["template"]), set()).add(name)
+    assert where and all(len(splits) == 1 for splits in where.values())
+    assert {s for splits in where.values() for s in splits} == set(SPLITS)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("pack", "minimum"), [("code_search", 1500), ("support_desk", 600)])
+def test_intent_pack_reaches_its_size_without_cross_intent_collisions(pack: str, minimum: int) -> None:
+    checker = ASSETS / "check_intent_pack.py"
+    done = subprocess.run(
+        [sys.executable, str(checker), str(REPO / "recipes" / "intents" / f"{pack}.yaml"), str(minimum)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "cross-intent collisions: 0" in done.stdout
