@@ -9,6 +9,7 @@ unchanged stage is never recomputed, and sweep jobs share what they have in comm
 from __future__ import annotations
 
 import platform
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -141,6 +142,12 @@ class Pipeline:
             if status == "complete":
                 return State.CURRENT, ""
             return State.PARTIAL, f"an earlier run stopped early ({status})"
+        leftovers = sorted(directory.parent.glob(f".{directory.name}.staging-*")) + sorted(
+            directory.parent.glob(f"{directory.name}.failed-*")
+        )
+        if leftovers:
+            kind = "failed" if ".failed-" in leftovers[-1].name else "was stopped (or is still running)"
+            return State.PARTIAL, f"a run of this stage {kind}; partial output in {leftovers[-1]}"
         if last:
             old = self.cache / stage.name / last / MANIFEST
             if old.is_file():
@@ -194,6 +201,8 @@ class Pipeline:
         }
         atomic_write_json(staging / MANIFEST, manifest)
         publish_dir(staging, plan.directory)
+        for failed in plan.directory.parent.glob(f"{plan.fingerprint}.failed-*"):
+            shutil.rmtree(failed, ignore_errors=True)  # superseded by the complete output
 
     def _keep_failed(self, staging: Path, plan: StagePlan) -> Path:
         """Keep a failed stage's partial output for inspection, under a name no run trusts."""

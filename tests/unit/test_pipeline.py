@@ -100,12 +100,14 @@ def test_interrupted_stage_leaves_nothing_a_later_run_trusts(tmp_path: Path) -> 
     with pytest.raises(KeyboardInterrupt):
         pipeline.run(lambda plan, action: None)
     plans = Pipeline(STAGES, load_recipe(TINY), tmp_path).plan()
-    assert [p.state for p in plans] == [State.CURRENT, State.MISSING, State.MISSING]
+    assert [p.state for p in plans] == [State.CURRENT, State.PARTIAL, State.MISSING]
+    assert "partial output in" in plans[1].reason and ".failed-" in plans[1].reason
     assert not plans[1].directory.exists()
     assert list(plans[1].directory.parent.glob("*.failed-*")), "partial output is kept for inspection"
     _, actions = run(tmp_path)
     assert actions == {"generate": "cached", "validate": "ran", "split": "ran"}
     assert read_jsonl(plans[1].directory / "accepted.jsonl")
+    assert not list(plans[1].directory.parent.glob("*.failed-*")), "superseded partial output is cleaned up"
 
 
 def test_leftover_staging_directory_is_ignored_and_cleaned(tmp_path: Path) -> None:
@@ -113,8 +115,10 @@ def test_leftover_staging_directory_is_ignored_and_cleaned(tmp_path: Path) -> No
     staging = plan.directory.with_name(f".{plan.fingerprint}.staging-killed")
     staging.mkdir(parents=True)
     (staging / "rows.jsonl").write_text("torn")
-    assert Pipeline(STAGES, load_recipe(TINY), tmp_path).plan()[0].state is State.MISSING
-    run(tmp_path)
+    plan = Pipeline(STAGES, load_recipe(TINY), tmp_path).plan()[0]
+    assert plan.state is State.PARTIAL and "was stopped" in plan.reason
+    _, actions = run(tmp_path)
+    assert actions["generate"] == "ran"
     assert not staging.exists()
 
 
