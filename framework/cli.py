@@ -20,10 +20,12 @@ from framework.config.check import ValidatedRecipe, check_recipe
 from framework.config.compose import RecipeRef, available_recipes, compose_recipe, resolve_recipe
 from framework.errors import IntentcraftError, RecipeError, UserInputError
 from framework.registry import KINDS
+from framework.runtime.predict_cli import add_predict_parser, add_verify_parser, cmd_predict, cmd_verify
 
 OUT = Console()
 ERR = Console(stderr=True)
 MAX_PREFLIGHT_JOBS = 1000
+STAGE_NAMES = ("generate", "validate", "split", "train", "export", "calibrate", "evaluate", "bundle")
 
 EPILOG = """examples:
   intentcraft run                                   # the default recipe (code_search)
@@ -54,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("-m", "--multirun", action="store_true", help="sweep: comma-separated values make one job each")
     run.add_argument("--force", action="store_true", help="recompute every stage even if it is current")
+    run.add_argument(
+        "--until", choices=STAGE_NAMES, metavar="STAGE", help=f"stop after this stage ({', '.join(STAGE_NAMES)})"
+    )
     run.add_argument("overrides", nargs="*", help=overrides_help)
     validate = verbs.add_parser("validate", help="compose and check a recipe without doing any work")
     validate.add_argument("--show", action="store_true", help="print the composed recipe as YAML")
@@ -63,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     plugins = verbs.add_parser("plugins", help="list every registered plugin by stage kind with its params")
     plugins.add_argument("--kind", choices=KINDS, help="only this stage kind")
     verbs.add_parser("recipes", help="list the recipes that recipe=NAME can name")
+    add_predict_parser(verbs)
+    add_verify_parser(verbs)
     return parser
 
 
@@ -110,11 +117,11 @@ def preflight(ref: RecipeRef, multirun: bool) -> ValidatedRecipe:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """``intentcraft run``."""
-    from framework.launch import launch
+    from framework.launch import RunOptions, launch
 
     ref = resolve_recipe(args.overrides)
     preflight(ref, args.multirun)
-    return launch(ref, multirun=args.multirun, force=args.force, console=OUT)
+    return launch(ref, multirun=args.multirun, options=RunOptions(args.force, args.until), console=OUT)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -181,6 +188,8 @@ COMMANDS: dict[str, Any] = {
     "status": cmd_status,
     "plugins": cmd_plugins,
     "recipes": cmd_recipes,
+    "predict": cmd_predict,
+    "verify": cmd_verify,
 }
 
 

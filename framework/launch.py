@@ -3,26 +3,73 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
 
-from framework.config.check import check_recipe
+from framework.config.check import ValidatedRecipe, check_recipe
 from framework.config.compose import RecipeRef
 from framework.errors import IntentcraftError
 from framework.io import atomic_write_json, atomic_write_text
 from framework.pipeline import Pipeline, StagePlan
+from framework.plugin_api import ReportContext
 from framework.redact import redact
 from framework.stages import STAGES
 from framework.summary import print_run_summary
 
 
-def run_recipe(container: dict[str, Any], source: str, run_dir: Path, force: bool, console: Console) -> list[StagePlan]:
-    """Validate, run the stages that are not current, print the summary and record the run."""
+@dataclass(frozen=True)
+class RunOptions:
+    """What the user asked of ``intentcraft run`` beyond the recipe."""
+
+    force: bool = False
+    until: str | None = None
+
+
+def _record(
+    run_dir: Path, recipe: ValidatedRecipe, container: dict[str, Any], plans: list[StagePlan], actions: dict
+) -> None:
     import yaml
 
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_dir / "recipe.yaml", yaml.safe_dump(redact(container), sort_keys=False, allow_unicode=True))
+    stages = {
+        p.stage.name: {"fingerprint": p.fingerprint, "dir": str(p.directory), "action": actions[p.stage.name]}
+        for p in plans
+    }
+    atomic_write_json(run_dir / "run.json", {"recipe": recipe.name, "recipe_file": recipe.source, "stages": stages})
+
+
+def _report(pipeline: Pipeline, plans: list[StagePlan], run_dir: Path) -> Path | None:
+    """Write the run's report with the recipe's reporter (every run, cached stages included)."""
+    bound = pipeline.recipe.bound("report")
+    context = ReportContext(
+        recipe_name=pipeline.recipe.name,
+        recipe_file=pipeline.recipe.source,
+        run_dir=run_dir,
+        manifests={plan.stage.name: pipeline.manifest(plan) for plan in plans},
+        stage_dirs={plan.stage.name: plan.directory for plan in plans},
+    )
+    return bound.spec.func(bound.params, context)
+
+
+def _link_bundle(plans: list[StagePlan], run_dir: Path) -> Path | None:
+    bundle = next((p.directory / "bundle" for p in plans if p.stage.name == "bundle"), None)
+    if bundle is None:
+        return None
+    link = run_dir / "bundle"
+    if not link.exists():
+        link.symlink_to(bundle.resolve(), target_is_directory=True)
+    return bundle
+
+
+def run_recipe(
+    container: dict[str, Any], source: str, run_dir: Path, options: RunOptions, console: Console
+) -> list[StagePlan]:
+    """Validate, run the stages that are not current, record the run, write the report, print the summary."""
     recipe = check_recipe(container, source)
     pipeline = Pipeline(STAGES, recipe, Path(recipe.config.paths.outputs))
     actions: dict[str, str] = {}
@@ -32,30 +79,21 @@ def run_recipe(container: dict[str, Any], source: str, run_dir: Path, force: boo
         verb = "[green]ran[/]" if action == "ran" else "[dim]cached[/]"
         console.print(f"{plan.stage.name}: {verb} ({plan.fingerprint[:12]})")
 
-    plans = pipeline.run(on_stage, force=force)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run_dir / "recipe.yaml", yaml.safe_dump(redact(container), sort_keys=False, allow_unicode=True))
-    atomic_write_json(
-        run_dir / "run.json",
-        {
-            "recipe": recipe.name,
-            "recipe_file": source,
-            "stages": {
-                p.stage.name: {
-                    "fingerprint": p.fingerprint,
-                    "dir": str(p.directory),
-                    "action": actions[p.stage.name],
-                }
-                for p in plans
-            },
-        },
-    )
+    plans = pipeline.run(on_stage, force=options.force, until=options.until)
+    _record(run_dir, recipe, container, plans, actions)
+    report = _report(pipeline, plans, run_dir)
+    bundle = _link_bundle(plans, run_dir)
     print_run_summary(console, pipeline, plans, actions)
+    if report is not None:
+        console.print(f"report: {report}")
+    if bundle is not None:
+        console.print(f"[bold green]bundle:[/] {bundle}  (also linked from {run_dir / 'bundle'})")
+        console.print(f'try it: intentcraft predict {bundle} "your query"')
     console.print(f"run record: {run_dir}")
     return plans
 
 
-def launch(ref: RecipeRef, multirun: bool, force: bool, console: Console) -> int:
+def launch(ref: RecipeRef, multirun: bool, options: RunOptions, console: Console) -> int:
     """Hand the recipe to Hydra; returns the process exit code (the worst job's)."""
     import hydra
     from hydra.core.hydra_config import HydraConfig
@@ -69,7 +107,7 @@ def launch(ref: RecipeRef, multirun: bool, force: bool, console: Console) -> int
         assert isinstance(container, dict)
         hydra_cfg = HydraConfig.get()
         try:
-            run_recipe(container, str(ref.path), Path(hydra_cfg.runtime.output_dir), force, console)
+            run_recipe(container, str(ref.path), Path(hydra_cfg.runtime.output_dir), options, console)
         except IntentcraftError as exc:
             console.print("[bold red]error:[/] " + escape(str(exc)), highlight=False, soft_wrap=True)
             if hydra_cfg.mode != RunMode.MULTIRUN:

@@ -156,9 +156,17 @@ class Pipeline:
                 return State.STALE, explain(read_json(old).get("inputs", {}), inputs)
         return State.MISSING, "never run for this recipe"
 
-    def run(self, on_stage: Callable[[StagePlan, str], None], force: bool = False) -> list[StagePlan]:
-        """Run every stage that is not current; ``on_stage(plan, "cached"|"ran")`` after each."""
+    def run(
+        self, on_stage: Callable[[StagePlan, str], None], force: bool = False, until: str | None = None
+    ) -> list[StagePlan]:
+        """Run every stage that is not current, up to and including ``until``; returns the stages done.
+
+        ``on_stage(plan, "cached" | "ran")`` is called after each stage.
+        """
         plans = self.plan()
+        if until is not None:
+            names = [plan.stage.name for plan in plans]
+            plans = plans[: names.index(until) + 1]
         upstream_dirs: dict[str, Path] = {}
         for plan in plans:
             if plan.state is State.CURRENT and not force:

@@ -7,6 +7,12 @@ Plugins are plain functions ``plugin(inputs, params, ctx)`` registered in ``fram
   sees only the rows every earlier layer accepted.
 - splitter: ``(rows: Sequence[dict], params, ctx: SplitContext) -> SplitResult``; rows arrive already
   deduplicated, and the core re-checks that no normalised text lands in two splits.
+- source: ``(params, ctx: SourceContext) -> Iterable[dict]`` yields real rows (``provenance.synthetic``
+  false); its ``Params`` has ``files() -> list[Path]`` naming the files it reads (they feed fingerprints).
+- trainer: ``(train_rows, eval_rows, params, ctx: TrainContext) -> TrainResult``.
+- exporter: ``(params, ctx: ExportContext) -> ExportResult``.
+- calibrator: ``(params, ctx: CalibrateContext) -> CalibrationResult``.
+- reporter: ``(params, ctx: ReportContext) -> Path`` (the report it wrote).
 """
 
 from __future__ import annotations
@@ -86,3 +92,93 @@ class SplitResult:
 
     assignments: dict[str, str]
     report: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class SourceContext:
+    """Inputs of one source (real labelled data)."""
+
+    name: str
+    plugin_id: str
+    intents: dict[str, IntentSpec]
+    split: str | None
+    seed: int
+    advance: Callable[[int], None] = _ignore
+    warn: Callable[[str], None] = _ignore
+
+
+@dataclass
+class TrainContext:
+    """Inputs of a trainer. ``labels`` fixes the order of the model's outputs."""
+
+    labels: list[str]
+    work_dir: Path
+    seed: int
+    task: Callable[[str, int | None], Callable[[int], None]]
+    warn: Callable[[str], None] = _ignore
+    log: Callable[[str], None] = _ignore
+
+
+@dataclass
+class TrainResult:
+    """A trained model directory (Hugging Face layout: config, weights, tokenizer.json) and its facts."""
+
+    model_dir: Path
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ExportContext:
+    """Inputs of an exporter: the trained model, its labels and the eval rows for parity and accuracy checks."""
+
+    model_dir: Path
+    labels: list[str]
+    eval_rows: list[dict[str, Any]]
+    max_length: int
+    work_dir: Path
+    task: Callable[[str, int | None], Callable[[int], None]]
+    warn: Callable[[str], None] = _ignore
+
+
+@dataclass
+class ExportResult:
+    """The runtime model (``model_path``, usually INT8) and the measurements that gate it."""
+
+    model_path: Path
+    reference_accuracy: float
+    exported_accuracy: float
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class CalibrateContext:
+    """Inputs of a calibrator: eval-split logits of the exported model and the true label indices."""
+
+    logits: Any  # numpy.ndarray, shape (n, k)
+    label_ids: Any  # numpy.ndarray of int, shape (n,)
+    labels: list[str]
+    fallback_intent: str | None
+    work_dir: Path
+    warn: Callable[[str], None] = _ignore
+
+
+@dataclass
+class CalibrationResult:
+    """What the runtime needs (temperature, thresholds) and the before/after metrics for the report."""
+
+    temperature: float
+    thresholds: dict[str, float]
+    global_threshold: float
+    metrics: dict[str, Any] = field(default_factory=dict)
+    plots: list[Path] = field(default_factory=list)
+
+
+@dataclass
+class ReportContext:
+    """Inputs of a reporter: every stage's manifest and directory, and the run directory to write into."""
+
+    recipe_name: str
+    recipe_file: str
+    run_dir: Path
+    manifests: dict[str, dict[str, Any]]
+    stage_dirs: dict[str, Path]

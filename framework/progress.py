@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from types import TracebackType
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.progress import Progress as RichProgress
 
 STDERR = Console(stderr=True)
@@ -23,6 +22,7 @@ class Progress:
             MofNCompleteColumn(),
             TimeElapsedColumn(),
             TimeRemainingColumn(),
+            TextColumn("{task.fields[note]}"),
             console=console,
             transient=True,
             disable=not console.is_terminal,
@@ -35,11 +35,20 @@ class Progress:
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self._bars.stop()
 
-    def task(self, description: str, total: int | None) -> Callable[[int], None]:
-        """Add a bar; the returned function advances it by ``n``."""
-        task_id = self._bars.add_task(description, total=total)
+    def task(self, description: str, total: int | None) -> Bar:
+        """Add a bar; calling the returned ``Bar`` advances it by ``n``."""
+        return Bar(self._bars, self._bars.add_task(description, total=total, note=""))
 
-        def advance(n: int = 1) -> None:
-            self._bars.advance(task_id, n)
 
-        return advance
+class Bar:
+    """One progress bar: ``bar(n)`` advances it, ``bar.note("loss 0.12")`` shows live figures beside it."""
+
+    def __init__(self, bars: RichProgress, task_id: TaskID) -> None:
+        self._bars, self._task_id = bars, task_id
+
+    def __call__(self, n: int = 1) -> None:
+        self._bars.advance(self._task_id, n)
+
+    def note(self, text: str) -> None:
+        """Replace the text shown after the bar."""
+        self._bars.update(self._task_id, note=text)

@@ -13,10 +13,41 @@ import jinja2
 from pydantic import BaseModel, ValidationError
 
 from framework.config.pydantic_issues import did_you_mean, issues_from_validation
-from framework.config.schema import GeneratorSection, LayerSection, PluginSection, RecipeConfig, SplitSection
+from framework.config.schema import (
+    CalibrateSection,
+    ExportSection,
+    GeneratorSection,
+    LayerSection,
+    PluginSection,
+    RecipeConfig,
+    ReportSection,
+    SourceSection,
+    SplitSection,
+    TrainSection,
+)
 from framework.errors import ConfigIssue, RecipeError
-from framework.registry import PluginSpec, Registry, UnknownPlugin, generators, splitters, validators
+from framework.registry import (
+    PluginSpec,
+    Registry,
+    UnknownPlugin,
+    calibrators,
+    exporters,
+    generators,
+    reporters,
+    sources,
+    splitters,
+    trainers,
+    validators,
+)
 from framework.templating import make_environment, template_variables
+
+SINGLE_SECTIONS: tuple[tuple[str, type[PluginSection], Registry], ...] = (
+    ("split", SplitSection, splitters),
+    ("trainer", TrainSection, trainers),
+    ("export", ExportSection, exporters),
+    ("calibrate", CalibrateSection, calibrators),
+    ("report", ReportSection, reporters),
+)
 
 
 @dataclass(frozen=True)
@@ -36,9 +67,19 @@ class ValidatedRecipe:
     source: str
     raw: dict[str, Any]
     config: RecipeConfig
+    sources: dict[str, BoundPlugin]
     generators: dict[str, BoundPlugin]
     layers: dict[str, BoundPlugin]
-    splitter: BoundPlugin
+    single: dict[str, BoundPlugin]
+
+    @property
+    def splitter(self) -> BoundPlugin:
+        """The ``split`` section's plugin."""
+        return self.single["split"]
+
+    def bound(self, section: str) -> BoundPlugin:
+        """The plugin of a single-plugin section: split, trainer, export, calibrate or report."""
+        return self.single[section]
 
     @property
     def name(self) -> str:
@@ -47,6 +88,9 @@ class ValidatedRecipe:
 
 
 def _plugin_sections(raw: dict[str, Any]) -> Iterator[tuple[str, Any, type[PluginSection], Registry]]:
+    if isinstance(raw.get("sources"), dict):
+        for key, section in raw["sources"].items():
+            yield f"sources.{key}", section, SourceSection, sources
     generate = raw.get("generate")
     if isinstance(generate, dict) and isinstance(generate.get("generators"), dict):
         for key, section in generate["generators"].items():
@@ -55,8 +99,9 @@ def _plugin_sections(raw: dict[str, Any]) -> Iterator[tuple[str, Any, type[Plugi
     if isinstance(validate, dict) and isinstance(validate.get("layers"), dict):
         for key, section in validate["layers"].items():
             yield f"validate.layers.{key}", section, LayerSection, validators
-    if isinstance(raw.get("split"), dict):
-        yield "split", raw["split"], SplitSection, splitters
+    for key, model, registry in SINGLE_SECTIONS:
+        if isinstance(raw.get(key), dict):
+            yield key, raw[key], model, registry
 
 
 def bind_plugin(
@@ -132,7 +177,7 @@ def _content_issues(config: RecipeConfig, bound: dict[str, BoundPlugin]) -> list
                 issues.append(
                     ConfigIssue(f"intents.{intent}.slots.{name}", "slot list is empty; give at least one value")
                 )
-        if not spec.templates and not spec.examples:
+        if not spec.templates and not spec.examples and not config.sources:
             issues.append(ConfigIssue(f"intents.{intent}", "intent is empty: give it templates (and examples)"))
         elif uses_templates and not spec.templates:
             issues.append(
@@ -169,7 +214,8 @@ def check_recipe(raw: dict[str, Any], source: str) -> ValidatedRecipe:
         source=source,
         raw=raw,
         config=config,
+        sources={p.removeprefix("sources."): b for p, b in bound.items() if p.startswith("sources.")},
         generators={p.removeprefix("generate.generators."): b for p, b in bound.items() if p.startswith("generate.")},
         layers={p.removeprefix("validate.layers."): b for p, b in bound.items() if p.startswith("validate.")},
-        splitter=bound["split"],
+        single={key: bound[key] for key, _, _ in SINGLE_SECTIONS},
     )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_-]*$"
 
@@ -74,12 +74,45 @@ class SplitSection(PluginSection):
     dedupe: Literal["normalized", "exact", "none"] = "normalized"
 
 
-class GenerateConfig(StrictModel):
-    """The generate stage."""
+class SourceSection(PluginSection):
+    """Real labelled data read from a file; ``split`` pins every row to one split (None: the splitter decides)."""
 
-    samples_per_intent: int = Field(ge=1, le=1_000_000)
+    split: Literal["train", "eval", "test"] | None = None
+
+
+class GenerateConfig(StrictModel):
+    """The generate stage: generators make synthetic rows, ``sources`` (top level) bring real ones."""
+
+    samples_per_intent: int = Field(default=1000, ge=1, le=1_000_000)
     verification_fraction: float = Field(default=0.1, ge=0, le=1)
-    generators: dict[str, GeneratorSection] = Field(min_length=1)
+    generators: dict[str, GeneratorSection] = Field(default_factory=dict)
+
+
+class TrainSection(PluginSection):
+    """The trainer plugin and its hyperparameters."""
+
+
+class ExportSection(PluginSection):
+    """The exporter plugin; ``max_accuracy_drop`` gates INT8 accuracy against the fp32 model on the eval split."""
+
+    max_accuracy_drop: float = Field(default=0.02, ge=0, le=1)
+
+
+class CalibrateSection(PluginSection):
+    """The calibrator plugin; ``max_ece`` gates the expected calibration error after calibration (None: no gate)."""
+
+    max_ece: float | None = Field(default=0.05, ge=0, le=1)
+
+
+class EvaluateConfig(StrictModel):
+    """What the evaluate stage reports."""
+
+    worst_examples: int = Field(default=20, ge=0, le=10_000)
+    batch_size: int = Field(default=64, ge=1, le=4096)
+
+
+class ReportSection(PluginSection):
+    """The reporter plugin that writes the run's report page."""
 
 
 class ValidateConfig(StrictModel):
@@ -105,9 +138,15 @@ class RecipeConfig(StrictModel):
     paths: PathsConfig = Field(default_factory=PathsConfig)
     slots: dict[str, list[str]] = Field(default_factory=dict)
     intents: dict[str, IntentSpec] = Field(min_length=2)
-    generate: GenerateConfig
+    sources: dict[str, SourceSection] = Field(default_factory=dict)
+    generate: GenerateConfig = Field(default_factory=GenerateConfig)
     validate_: ValidateConfig = Field(alias="validate")
     split: SplitSection
+    trainer: TrainSection
+    export: ExportSection
+    calibrate: CalibrateSection
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    report: ReportSection
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -128,6 +167,14 @@ class RecipeConfig(StrictModel):
         if len(flagged) > 1:
             raise ValueError(f"at most one intent may set out_of_scope: true, found {flagged}; keep it on one")
         return intents
+
+    @model_validator(mode="after")
+    def _some_data(self) -> RecipeConfig:
+        if not self.generate.generators and not self.sources:
+            raise ValueError(
+                "the recipe makes no data: add a generator under generate.generators or a source under sources"
+            )
+        return self
 
     @property
     def fallback_intent(self) -> str | None:

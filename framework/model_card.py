@@ -1,0 +1,101 @@
+"""The bundle's README.md: what the router does, what it was trained on, how well it did, how to load it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from framework import __version__
+
+SYNTHETIC_NOTE = (
+    "> **Synthetic evaluation.** The test rows were generated from the recipe's own templates, so these "
+    "numbers measure agreement with the templates, not accuracy on real traffic. Evaluate on real labelled "
+    "queries (a `sources` entry pinned to `split: test`) before trusting them."
+)
+
+
+def _pct(value: Any) -> str:
+    return f"{100 * value:.2f}%" if isinstance(value, int | float) else "n/a"
+
+
+def _data_table(counts: dict[str, dict[str, int]]) -> list[str]:
+    lines = ["| split | real rows | synthetic rows |", "|---|---:|---:|"]
+    for split, kinds in counts.items():
+        lines.append(f"| {split} | {kinds.get('real', 0)} | {kinds.get('synthetic', 0)} |")
+    return lines
+
+
+def _metrics_lines(manifests: dict[str, dict[str, Any]]) -> list[str]:
+    evaluation = manifests["evaluate"]["evaluation"]["all"]
+    export = manifests["export"]["export"]
+    calibration = manifests["calibrate"]["calibration"]
+    lines = [
+        f"Evaluated on the {manifests['evaluate']['evaluated_split']} split ({evaluation['evidence']} rows) "
+        "with the files in this bundle.",
+        "",
+        "| metric | value |",
+        "|---|---:|",
+        f"| accuracy | {_pct(evaluation.get('accuracy'))} |",
+        f"| macro-F1 | {_pct(evaluation.get('macro_f1'))} |",
+    ]
+    routed = evaluation.get("routed") or {}
+    if routed:
+        lines.append(f"| coverage (accepted share) | {_pct(routed.get('coverage'))} |")
+        lines.append(f"| accuracy of accepted | {_pct(routed.get('selective_accuracy'))} |")
+    for key, name in (("oos_recall", "out-of-scope recall"), ("oos_precision", "out-of-scope precision")):
+        if evaluation.get(key) is not None:
+            lines.append(f"| {name} | {_pct(evaluation[key])} |")
+    lines += [
+        f"| ECE before / after calibration (eval) | {calibration.get('ece_before', 0):.4f} / "
+        f"{calibration.get('ece_after', 0):.4f} |",
+        f"| eval accuracy fp32 PyTorch / shipped ONNX | {_pct(export['reference_accuracy'])} / "
+        f"{_pct(export['exported_accuracy'])} |",
+    ]
+    if evaluation.get("evidence") != "real":
+        lines += ["", SYNTHETIC_NOTE]
+    return lines
+
+
+def render_card(recipe: Any, manifests: dict[str, dict[str, Any]], data_counts: dict[str, dict[str, int]]) -> str:
+    """Markdown model card for a bundle built from ``recipe`` (a ValidatedRecipe)."""
+    config = recipe.config
+    train = manifests["train"]["train"]
+    intents = [
+        f"- `{name}`{' (fallback)' if spec.out_of_scope else ''}: {spec.description}".rstrip(": ")
+        for name, spec in config.intents.items()
+    ]
+    lines = [
+        f"# {config.name} intent router",
+        "",
+        f"{config.description or 'An intent router.'} Built by intentcraft {__version__} from `{recipe.source}`.",
+        "",
+        f"## Intents ({len(config.intents)})",
+        *intents,
+        "",
+        "## Training data",
+        *_data_table(data_counts),
+        "",
+        f"Model: `{train.get('model')}` ({train.get('model_origin')}), {train.get('epochs_run')} epochs "
+        f"(best: {train.get('best_epoch')}), max_length {manifests['train'].get('max_length', 'see bundle.json')}.",
+        "",
+        "## Metrics",
+        *_metrics_lines(manifests),
+        "",
+        "## Use it",
+        "Python (needs onnxruntime, tokenizers and numpy; not torch):",
+        "```python",
+        "from framework.runtime import Router",
+        "router = Router.load('path/to/bundle')  # verifies checksums.json first",
+        "result = router.predict(['who calls authenticate_user'])[0]",
+        "print(result.intent, result.confidence, result.decision)",
+        "```",
+        'Command line: `intentcraft predict path/to/bundle "who calls authenticate_user"`.',
+        "",
+        "Any ONNX runtime: tokenize with `tokenizer.json` (Hugging Face tokenizers), truncate to `max_length` from "
+        "`bundle.json`, feed `input_ids` and `attention_mask` (int64, one text per batch for results that do not "
+        "depend on batch neighbours), read `logits`. Calibrated probabilities are `softmax(logits / temperature)` "
+        "with `temperature` from `calibration.json`; accept the top intent when its probability is at least "
+        "`thresholds[intent]` and `global_threshold`, otherwise route to `fallback_intent`. Labels are in "
+        "`labels.json`, in logit order. `checksums.json` holds the SHA-256 of every file.",
+        "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,30 @@
+"""Helpers shared by the model stages: reading splits, the label order and the runtime facts of a model."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from framework.io import read_json, read_jsonl
+from framework.pipeline import StageRun
+from framework.progress import STDERR
+
+RUNTIME_FILE = "runtime.json"  # written by the train stage: {"labels": [...], "max_length": int}
+LOG = logging.getLogger("intentcraft")
+
+
+def split_rows(run: StageRun, split: str) -> list[dict[str, Any]]:
+    """Rows of one split from the split stage's output."""
+    return read_jsonl(run.inputs["split"] / f"{split}.jsonl")
+
+
+def runtime_facts(train_dir: Path) -> dict[str, Any]:
+    """Labels (logit order) and max_length of the trained model."""
+    return read_json(train_dir / RUNTIME_FILE)
+
+
+def say(message: str) -> None:
+    """A line for the user (stderr, beside the progress bars) and for the run log."""
+    STDERR.print(message, highlight=False)
+    LOG.info(message)

@@ -1,0 +1,101 @@
+"""Evaluate stage: assemble the bundle as it will ship, load it with the runtime Router, score the test split."""
+
+from __future__ import annotations
+
+import shutil
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from framework import __version__
+from framework.io import atomic_write_json, atomic_write_text, read_json, write_jsonl
+from framework.metrics import evaluate_rows, plot_confusion_matrix
+from framework.pipeline import StageDef, StageRun
+from framework.runtime import Router, write_checksums
+from framework.stages.calibrate import CALIBRATION_FILE
+from framework.stages.common import runtime_facts, split_rows
+
+CANDIDATE = "bundle"
+
+
+def assemble_bundle(run: StageRun, target: Path, card: str, extra: dict[str, Any] | None = None) -> Path:
+    """Write a complete bundle directory (model, tokenizer, labels, calibration, bundle.json, card, checksums)."""
+    train_dir, export_dir = run.inputs["train"], run.inputs["export"]
+    facts = runtime_facts(train_dir)
+    target.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(export_dir / read_json(export_dir / "manifest.json")["model_file"], target / "model.onnx")
+    shutil.copyfile(train_dir / "model" / "tokenizer.json", target / "tokenizer.json")
+    shutil.copyfile(run.inputs["calibrate"] / CALIBRATION_FILE, target / "calibration.json")
+    atomic_write_json(target / "labels.json", {"labels": facts["labels"]})
+    atomic_write_json(
+        target / "bundle.json",
+        {
+            "format_version": 1,
+            "recipe": run.recipe.name,
+            "max_length": facts["max_length"],
+            "created_by": f"intentcraft {__version__}",
+            "inputs": ["input_ids", "attention_mask"],
+            **(extra or {}),
+        },
+    )
+    atomic_write_text(target / "README.md", card)
+    write_checksums(target)
+    return target
+
+
+def _test_rows(run: StageRun) -> tuple[str, list[dict[str, Any]]]:
+    rows = split_rows(run, "test")
+    if rows:
+        return "test", rows
+    run.warn("the test split is empty: metrics are on the eval split, which also fitted the calibration (optimistic)")
+    return "eval", split_rows(run, "eval")
+
+
+def run_evaluate(run: StageRun) -> dict[str, Any]:
+    """Produce ``predictions.jsonl``, the confusion matrix and the metrics, from the shipped artifact."""
+    config = run.recipe.config
+    bundle = assemble_bundle(run, run.work_dir / CANDIDATE, "Candidate bundle evaluated by intentcraft.\n")
+    router = Router.load(bundle)
+    split, rows = _test_rows(run)
+    bar = run.progress.task(f"evaluate: {split} split", len(rows))
+    results = []
+    for start in range(0, len(rows), 256):
+        results += router.predict([row["text"] for row in rows[start : start + 256]])
+        bar(min(256, len(rows) - start))
+    labels = list(router.labels)
+    evaluation = evaluate_rows(
+        rows,
+        [r.predicted or "" for r in results],
+        [r.confidence for r in results],
+        [r.intent for r in results],
+        [r.decision for r in results],
+        labels,
+        config.fallback_intent,
+        worst_k=config.evaluate.worst_examples,
+    )
+    matrix = evaluation["all"]["confusion_matrix"]
+    title = f"{run.recipe.name}: {split} split ({evaluation['all']['evidence']} rows)"
+    plot_confusion_matrix(matrix, labels, run.work_dir / "confusion_matrix.png", title)
+    write_jsonl(
+        run.work_dir / "predictions.jsonl",
+        [
+            {"id": row["id"], "intent": row["intent"], **result.to_dict()}
+            for row, result in zip(rows, results, strict=True)
+        ],
+    )
+    decisions = Counter(r.decision for r in results)
+    return {
+        "evaluation": evaluation,
+        "evaluated_split": split,
+        "decisions": dict(decisions),
+        "plots": ["confusion_matrix.png"],
+        "candidate_bundle": CANDIDATE,
+    }
+
+
+EVALUATE = StageDef(
+    name="evaluate",
+    upstream=("split", "train", "export", "calibrate"),
+    config_keys=("evaluate", "intents"),
+    run=run_evaluate,
+)

@@ -1,0 +1,47 @@
+"""Train stage: fine-tune the recipe's trainer on the train split, early-stopping on the eval split."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from framework.config.check import ValidatedRecipe
+from framework.io import atomic_write_json
+from framework.models import model_files
+from framework.pipeline import StageDef, StageRun
+from framework.plugin_api import TrainContext
+from framework.seeding import derive_seed
+from framework.stages.common import RUNTIME_FILE, say, split_rows
+
+
+def run_train(run: StageRun) -> dict[str, Any]:
+    """Produce ``model/`` (Hugging Face layout), ``runtime.json`` and ``training.json``."""
+    config = run.recipe.config
+    labels = list(config.intents)
+    bound = run.recipe.bound("trainer")
+    context = TrainContext(
+        labels=labels,
+        work_dir=run.work_dir,
+        seed=derive_seed(config.seed, "train"),
+        task=run.progress.task,
+        warn=run.warn,
+        log=say,
+    )
+    result = bound.spec.func(split_rows(run, "train"), split_rows(run, "eval"), bound.params, context)
+    max_length = getattr(bound.params, "max_length", 128)
+    atomic_write_json(run.work_dir / RUNTIME_FILE, {"labels": labels, "max_length": max_length})
+    return {"train": result.metrics, "model_dir": result.model_dir.name}
+
+
+def _model_files(recipe: ValidatedRecipe) -> list:
+    model = getattr(recipe.bound("trainer").params, "model", None)
+    return model_files(model) if isinstance(model, str) else []
+
+
+TRAIN = StageDef(
+    name="train",
+    upstream=("split",),
+    config_keys=("seed", "trainer"),
+    run=run_train,
+    plugins=lambda recipe: [recipe.bound("trainer")],
+    files=_model_files,
+)

@@ -1,0 +1,1 @@
+"""Built-in exporters (one module each; registered on import)."""

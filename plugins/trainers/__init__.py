@@ -1,0 +1,1 @@
+"""Built-in trainers (one module each; registered on import)."""
