@@ -2,13 +2,23 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+# Without CUDA, torch is pinned first so that no multi-GB CUDA build is pulled in. On this project's machines
+# the pin resolves to a local CPU wheel; elsewhere add TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu".
+TORCH ?= torch==2.13.0
+TORCH_PIP_ARGS ?=
 
 .PHONY: install run test test-fast lint clean
 
 install:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	@if command -v nvidia-smi >/dev/null 2>&1; then \
+		echo "CUDA found: pip chooses the torch build"; \
+	else \
+		echo "no CUDA: installing $(TORCH) (CPU)"; \
+		$(BIN)/python -m pip install --quiet "$(TORCH)" $(TORCH_PIP_ARGS); \
+	fi
+	$(BIN)/python -m pip install --quiet -e ".[train,dev]"
 	$(BIN)/intentcraft --version
 
 run:

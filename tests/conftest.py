@@ -23,6 +23,25 @@ def load_recipe(path: Path = TINY, *overrides: str) -> ValidatedRecipe:
     return check_recipe(compose_recipe(ref), str(path))
 
 
+@pytest.fixture(scope="session")
+def tiny_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer, 32-wide BERT built locally from a config (random weights, MiniLM's tokenizer)."""
+    from tests.assets.tiny_encoder import build_tiny_encoder
+
+    return build_tiny_encoder(tmp_path_factory.mktemp("tiny-encoder"))
+
+
+def tiny_model_overrides(model: Path) -> tuple[str, ...]:
+    """Overrides that make the tiny recipe train the tiny encoder quickly (seconds, not minutes)."""
+    return (
+        f"trainer.model={model}",
+        "trainer.epochs=3",
+        "trainer.lr=2e-3",
+        "trainer.batch_size=16",
+        "generate.samples_per_intent=60",
+    )
+
+
 @pytest.fixture
 def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A fresh working directory; relative ``outputs/`` lands here."""
@@ -31,7 +50,7 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def run_cli(
-    *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: int = 300
+    *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: int = 300, stdin: str | None = None
 ) -> subprocess.CompletedProcess:
     """Run ``python -m framework ARGS`` in ``cwd`` and capture its output."""
     full_env = {**os.environ, "COLUMNS": "200", **(env or {})}
@@ -41,6 +60,7 @@ def run_cli(
         env=full_env,
         capture_output=True,
         text=True,
+        input=stdin,
         timeout=timeout,
         check=False,
     )

@@ -17,7 +17,11 @@ def build_tiny_encoder(target: Path, seed: int = 0) -> Path:
 
     torch.manual_seed(seed)
     config = BertConfig(
-        vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+        vocab_size=30522,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
         max_position_embeddings=128,
     )
     target.mkdir(parents=True, exist_ok=True)

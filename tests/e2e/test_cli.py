@@ -9,9 +9,11 @@ from pathlib import Path
 from framework.io import read_jsonl
 from tests.conftest import ASSETS, TINY, run_cli
 
+DATA = ("--until", "split")  # these tests are about the data stages and the CLI, not training
+
 
 def test_run_prints_summary_then_rerun_does_nothing(tmp_path: Path) -> None:
-    first = run_cli("run", f"recipe={TINY}", cwd=tmp_path)
+    first = run_cli("run", *DATA, f"recipe={TINY}", cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     for expected in (
         "generate: ran",
@@ -23,7 +25,7 @@ def test_run_prints_summary_then_rerun_does_nothing(tmp_path: Path) -> None:
         "run record:",
     ):
         assert expected in first.stdout
-    second = run_cli("run", f"recipe={TINY}", cwd=tmp_path)
+    second = run_cli("run", *DATA, f"recipe={TINY}", cwd=tmp_path)
     assert second.returncode == 0, second.stderr
     assert "Nothing to do: all 3 stages of tiny are current" in second.stdout
     assert "ran" not in second.stdout.split("Stages")[0]
@@ -35,18 +37,18 @@ def test_run_prints_summary_then_rerun_does_nothing(tmp_path: Path) -> None:
 
 
 def test_override_changes_output_and_status_explains(tmp_path: Path) -> None:
-    assert run_cli("run", f"recipe={TINY}", cwd=tmp_path).returncode == 0
+    assert run_cli("run", *DATA, f"recipe={TINY}", cwd=tmp_path).returncode == 0
     status = run_cli("status", f"recipe={TINY}", "generate.samples_per_intent=25", cwd=tmp_path)
     assert status.returncode == 0, status.stderr
     assert "STALE" in status.stdout and "generate.samples_per_intent changed" in status.stdout
-    done = run_cli("run", f"recipe={TINY}", "generate.samples_per_intent=25", cwd=tmp_path)
+    done = run_cli("run", *DATA, f"recipe={TINY}", "generate.samples_per_intent=25", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "generate: ran" in done.stdout
     assert "CURRENT" in run_cli("status", f"recipe={TINY}", "generate.samples_per_intent=25", cwd=tmp_path).stdout
 
 
 def test_multirun_sweeps_and_shares_upstream_stages(tmp_path: Path) -> None:
-    done = run_cli("run", "-m", f"recipe={TINY}", "split.group_by=none,template", cwd=tmp_path)
+    done = run_cli("run", *DATA, "-m", f"recipe={TINY}", "split.group_by=none,template", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert done.stdout.count("generate: ran") == 1, "the second job reuses generate"
     assert done.stdout.count("generate: cached") == 1
@@ -65,7 +67,7 @@ def test_bad_recipe_exits_2_with_one_clear_block_and_no_traceback(tmp_path: Path
 
 
 def test_bad_sweep_job_is_caught_before_any_job_runs(tmp_path: Path) -> None:
-    done = run_cli("run", "-m", f"recipe={TINY}", "generate.samples_per_intent=10,0", cwd=tmp_path)
+    done = run_cli("run", *DATA, "-m", f"recipe={TINY}", "generate.samples_per_intent=10,0", cwd=tmp_path)
     assert done.returncode == 2
     assert "generate.samples_per_intent=0" in done.stderr and "no job was started" in done.stderr
     assert not (tmp_path / "outputs").exists()
@@ -175,7 +177,7 @@ def test_third_party_plugin_from_entry_point_runs_from_a_recipe(tmp_path: Path) 
         """)
     )
     (tmp_path / "tiny.yaml").write_text(TINY.read_text())
-    done = run_cli("run", f"recipe={recipe}", cwd=tmp_path, env=env)
+    done = run_cli("run", *DATA, f"recipe={recipe}", cwd=tmp_path, env=env)
     assert done.returncode == 0, done.stdout + done.stderr
     rejected = read_jsonl(next((tmp_path / "outputs" / "cache" / "validate").glob("*/rejected.jsonl")))
     banned = [r for r in rejected if r["rejection"]["layer"] == "banned"]

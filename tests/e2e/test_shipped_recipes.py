@@ -45,7 +45,7 @@ def test_default_recipe_end_to_end(tmp_path: Path) -> None:
 
 
 def test_support_desk_recipe_groups_templates_into_one_split(tmp_path: Path) -> None:
-    done = run_cli("run", "recipe=support_desk", "generate.samples_per_intent=200", cwd=tmp_path)
+    done = run_cli("run", "--until", "split", "recipe=support_desk", "generate.samples_per_intent=200", cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     split_dir = stage_dir(tmp_path / "outputs", "split")
     where: dict[tuple[str, str], set[str]] = {}

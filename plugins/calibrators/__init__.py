@@ -1,0 +1,1 @@
+"""Built-in calibrators (one module each; registered on import)."""

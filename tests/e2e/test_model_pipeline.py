@@ -1,0 +1,142 @@
+"""Train -> export -> calibrate -> evaluate -> bundle on a tiny encoder built locally, plus the gates."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from framework.errors import GateFailed
+from framework.io import read_json
+from framework.pipeline import Pipeline, State
+from framework.plugin_api import ExportContext, ExportResult
+from framework.registry import PluginParams, exporters, plugin_namespace
+from framework.runtime import BundleError, Router, verify_bundle
+from framework.stages import STAGES
+from tests.conftest import TINY, load_recipe, run_cli, tiny_model_overrides
+
+
+def build(outputs: Path, tiny_encoder: Path, *extra: str) -> Pipeline:
+    pipeline = Pipeline(STAGES, load_recipe(TINY, *tiny_model_overrides(tiny_encoder), *extra), outputs)
+    pipeline.run(lambda plan, action: None)
+    return pipeline
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory, tiny_encoder: Path) -> Pipeline:
+    return build(tmp_path_factory.mktemp("outputs"), tiny_encoder, "calibrate.max_ece=null")
+
+
+def bundle_dir(pipeline: Pipeline) -> Path:
+    return next(p.directory for p in pipeline.plan() if p.stage.name == "bundle") / "bundle"
+
+
+def test_every_stage_is_current_and_the_bundle_verifies(built: Pipeline) -> None:
+    assert [p.state for p in built.plan()] == [State.CURRENT] * len(STAGES)
+    info = verify_bundle(bundle_dir(built))
+    assert set(info.labels) == {"FindCallers", "SymbolQuery", "Ambiguous"}
+    assert {"model.onnx", "tokenizer.json", "labels.json", "calibration.json", "bundle.json", "README.md"} <= set(
+        info.files
+    )
+
+
+def test_router_loads_the_bundle_and_routes_with_calibrated_confidence(built: Pipeline) -> None:
+    router = Router.load(bundle_dir(built))
+    results = router.predict(["who calls parse_config", "where is UserService defined", ""])
+    assert len(results) == 3
+    for result in results[:2]:
+        assert result.predicted in router.labels and 0.0 < result.confidence <= 1.0
+        assert result.decision in ("accept", "abstain")
+    assert results[2].decision == "abstain" and results[2].reason == "empty text"
+
+
+def test_manifests_record_training_export_calibration_and_synthetic_evaluation(built: Pipeline) -> None:
+    manifests = {p.stage.name: built.manifest(p) for p in built.plan()}
+    assert manifests["train"]["train"]["epochs_run"] >= 1 and manifests["train"]["train"]["history"]
+    export = manifests["export"]["export"]
+    assert export["parity_max_abs_diff"] < 1e-3 and export["quantized"] is True
+    calibration = manifests["calibrate"]["calibration"]
+    assert calibration["temperature"] > 0 and "ece_before" in calibration and "ece_after" in calibration
+    evaluation = manifests["evaluate"]["evaluation"]
+    assert evaluation["all"]["evidence"] == "synthetic" and evaluation["all"]["benchmark_evidence"] is False
+    assert evaluation["real"] is None
+    card = (bundle_dir(built) / "README.md").read_text()
+    assert "Synthetic evaluation" in card and "Router.load" in card
+
+
+def test_tampered_bundle_is_refused(built: Pipeline, tmp_path: Path) -> None:
+    import shutil
+
+    copy = tmp_path / "bundle"
+    shutil.copytree(bundle_dir(built), copy)
+    data = bytearray((copy / "model.onnx").read_bytes())
+    data[-10] ^= 0xFF
+    (copy / "model.onnx").write_bytes(bytes(data))
+    with pytest.raises(BundleError, match=r"model\.onnx does not match checksums\.json"):
+        Router.load(copy)
+
+
+def test_ece_gate_fails_when_it_should(built: Pipeline) -> None:
+    recipe = load_recipe(
+        TINY, *tiny_model_overrides(Path(built.recipe.bound("trainer").params.model)), "calibrate.max_ece=0.0"
+    )
+    pipeline = Pipeline(STAGES, recipe, built.outputs)
+    with pytest.raises(GateFailed, match=r"above calibrate\.max_ece=0\.0") as caught:
+        pipeline.run(lambda plan, action: None)
+    assert caught.value.exit_code == 1
+    states = {p.stage.name: p.state for p in pipeline.plan()}
+    assert states["export"] is State.CURRENT, "earlier stages are kept"
+    assert states["calibrate"] is State.PARTIAL
+
+
+class LossyParams(PluginParams):
+    drop: float = 0.1
+
+
+def lossy(params: LossyParams, ctx: ExportContext) -> ExportResult:
+    """An exporter that reports a fixed accuracy loss (to exercise the gate)."""
+    path = ctx.work_dir / "model.onnx"
+    path.write_bytes(b"not a model")
+    return ExportResult(model_path=path, reference_accuracy=0.9, exported_accuracy=0.9 - params.drop)
+
+
+def test_accuracy_drop_gate_fails_with_both_numbers(built: Pipeline) -> None:
+    with plugin_namespace("tests"):
+        exporters.register("lossy", params=LossyParams)(lossy)
+    model = Path(built.recipe.bound("trainer").params.model)
+    failing = load_recipe(TINY, *tiny_model_overrides(model), "export.plugin=lossy", "+export.drop=0.05")
+    with pytest.raises(GateFailed) as caught:
+        Pipeline(STAGES, failing, built.outputs).run(lambda plan, action: None)
+    message = str(caught.value)
+    assert "0.8500 against 0.9000" in message and "export.max_accuracy_drop=0.02" in message
+    passing = load_recipe(TINY, *tiny_model_overrides(model), "export.plugin=lossy", "+export.drop=0.01")
+    done: dict[str, str] = {}
+    Pipeline(STAGES, passing, built.outputs).run(
+        lambda plan, action: done.setdefault(plan.stage.name, action), until="export"
+    )
+    assert done["export"] == "ran"
+
+
+def test_cli_run_then_predict(tmp_path: Path, tiny_encoder: Path) -> None:
+    done = run_cli("run", f"recipe={TINY}", *tiny_model_overrides(tiny_encoder), "calibrate.max_ece=null", cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "bundle:" in done.stdout and "Model" in done.stdout
+    run_dir = next((tmp_path / "outputs" / "runs" / "tiny").iterdir())
+    assert (run_dir / "report.md").is_file() and (run_dir / "bundle").is_dir()
+    predicted = run_cli("predict", str(run_dir / "bundle"), "who calls parse_config", cwd=tmp_path)
+    assert predicted.returncode == 0, predicted.stderr
+    assert any(label in predicted.stdout for label in ("FindCallers", "SymbolQuery", "Ambiguous"))
+    lines = run_cli("predict", str(run_dir / "bundle"), "--input", "-", cwd=tmp_path, stdin="help\nwho calls main\n")
+    assert lines.returncode == 0, lines.stderr
+    rows = [json.loads(line) for line in lines.stdout.splitlines() if line.strip()]
+    assert len(rows) == 2 and all(r["decision"] in ("accept", "abstain") for r in rows)
+
+
+def test_training_is_deterministic_on_cpu(tmp_path: Path, tiny_encoder: Path) -> None:
+    first = build(tmp_path / "a", tiny_encoder, "calibrate.max_ece=null")
+    second = build(tmp_path / "b", tiny_encoder, "calibrate.max_ece=null")
+    history = [read_json(p.directory / "training.json")["history"] for p in (first.plan()[3], second.plan()[3])]
+    losses = [[h["loss"] for h in run] for run in history]
+    assert np.allclose(losses[0], losses[1], rtol=0, atol=1e-6)
