@@ -1,8 +1,10 @@
 """Dedupe before splitting, and the leakage guard after it.
 
-``dedupe_rows`` drops repeated texts (keeping the first row in input order) and every row of a text
-that carries more than one intent: a router must not learn one text with two labels. ``find_leaks``
-lists normalised texts that landed in more than one split; the core fails the split stage on any.
+``dedupe_rows`` drops repeated texts and every row of a text that carries more than one intent: a
+router must not learn one text with two labels. Of repeated texts it keeps the most held-out pinned
+row (``split: test`` over ``eval`` over unpinned or ``train``; the first in input order among equals),
+so an official test set stays whole and its training copies go. ``find_leaks`` lists normalised texts
+that landed in more than one split; the core fails the split stage on any.
 """
 
 from __future__ import annotations
@@ -15,6 +17,12 @@ from framework.rows import normalize_text
 DedupeMode = Literal["normalized", "exact", "none"]
 DEDUPE_MODES: tuple[str, ...] = ("normalized", "exact", "none")
 _MAX_IDS_IN_REASON = 5
+_PIN_RANK = {"eval": 1, "test": 2}
+
+
+def _pin_rank(row: dict[str, Any]) -> int:
+    """How held-out a row's pinned split is: 2 for ``test``, 1 for ``eval``, 0 for ``train`` or no pin."""
+    return _PIN_RANK.get(row.get("split") or "", 0)
 
 
 def _dedupe_key(text: str, mode: str) -> str:
@@ -42,20 +50,27 @@ def _conflict_drops(key: str, group: list[dict[str, Any]]) -> list[dict[str, Any
     return [_drop(row, "label_conflict", reason) for row in group]
 
 
-def _duplicate_drops(group: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Drops for every row after the first (the kept one)."""
-    kept = group[0]
-    drops = []
-    for row in group[1:]:
+def _duplicate_drops(group: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
+    """Drops (by position in ``group``) for every row but the kept one: the most held-out pin, then the first."""
+    keep_at = max(range(len(group)), key=lambda i: (_pin_rank(group[i]), -i))
+    kept = group[keep_at]
+    pinned = f" (kept because it is pinned to {kept['split']})" if _pin_rank(kept) > _pin_rank(group[0]) else ""
+    drops = {}
+    for position, row in enumerate(group):
+        if position == keep_at:
+            continue
         if row["text"] == kept["text"]:
-            drops.append(_drop(row, "exact_duplicate", f"duplicate of row {kept['id']}"))
+            drops[position] = _drop(row, "exact_duplicate", f"duplicate of row {kept['id']}{pinned}")
         else:
-            drops.append(_drop(row, "normalized_duplicate", f"same normalised text as row {kept['id']}"))
+            drops[position] = _drop(row, "normalized_duplicate", f"same normalised text as row {kept['id']}{pinned}")
     return drops
 
 
 def dedupe_rows(rows: Sequence[dict[str, Any]], mode: DedupeMode) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Split ``rows`` into (kept, dropped); both keep input order.
+
+    Of rows sharing a key, the kept one is the first pinned to ``test``, else the first pinned to
+    ``eval``, else the first in input order.
 
     Args:
         rows: Rows with ``id``, ``text`` and ``intent``.
@@ -74,7 +89,7 @@ def dedupe_rows(rows: Sequence[dict[str, Any]], mode: DedupeMode) -> tuple[list[
         if len({row["intent"] for row in group}) > 1:
             dropped_at.update(zip(indices, _conflict_drops(key, group), strict=True))
         elif mode != "none":
-            dropped_at.update(zip(indices[1:], _duplicate_drops(group), strict=True))
+            dropped_at.update((indices[at], drop) for at, drop in _duplicate_drops(group).items())
     kept = [row for index, row in enumerate(rows) if index not in dropped_at]
     dropped = [dropped_at[index] for index in sorted(dropped_at)]
     return kept, dropped

@@ -4,11 +4,15 @@ A *unit* is a set of rows that must share a split: every row with the same norma
 text leaks whichever dedupe mode ran), and with ``group_by: template`` every row of one template.
 Units are shuffled per intent with a seeded RNG, then placed biggest first into the split furthest
 below its row target; a repair pass moves small units into splits left under ``min_rows_per_split``.
+Rows that arrive with ``split`` set (pinned by their source, e.g. an official test set) keep it: a
+unit holding a pinned row goes to that split (to the most held-out pin, test > eval > train, if its
+rows disagree), and the ratios divide only the unpinned units.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
@@ -172,41 +176,52 @@ def _split_intent(units: list[Unit], params: StratifiedParams) -> tuple[list[str
     return choice, True
 
 
+def _pin(rows: Iterable[Row]) -> str | None:
+    """The most held-out split (test > eval > train) that any of ``rows`` is pinned to, or None."""
+    pins = {row.get("split") for row in rows} & set(SPLITS)
+    return max(pins, key=SPLITS.index) if pins else None
+
+
 def _unify_cross_intent_texts(rows: Sequence[Row], normalized: dict[str, str], assignments: dict[str, str]) -> int:
     """Put rows of one normalised text under different intents into one split; returns texts moved.
 
     Such rows are label conflicts that dedupe modes ``exact``/``none`` let through; they go to the
-    first split (train, eval, test order) any of them got, so the leakage guard holds regardless.
+    most held-out pin among them, else to the first split (train, eval, test order) any of them got,
+    so the leakage guard holds regardless.
     """
-    ids_by_text: dict[str, list[str]] = {}
+    rows_by_text: dict[str, list[Row]] = {}
     for row in rows:
-        ids_by_text.setdefault(normalized[row["id"]], []).append(row["id"])
+        rows_by_text.setdefault(normalized[row["id"]], []).append(row)
     moved = 0
-    for ids in ids_by_text.values():
-        splits = {assignments[row_id] for row_id in ids}
+    for group in rows_by_text.values():
+        splits = {assignments[row["id"]] for row in group}
         if len(splits) > 1:
-            first = min(splits, key=SPLITS.index)
-            assignments.update(dict.fromkeys(ids, first))
+            target = _pin(group) or min(splits, key=SPLITS.index)
+            assignments.update(dict.fromkeys((row["id"] for row in group), target))
             moved += 1
     return moved
 
 
 def _shortfall_warning(
-    intent: str, counts: dict[str, int], n_units: int, params: StratifiedParams, streams_used: bool
+    intent: str, counts: dict[str, int], n_units: int, params: StratifiedParams, streams_used: bool, pinned: int = 0
 ) -> str | None:
-    """One sentence naming the intent and the splits left under ``min_rows_per_split``, if any."""
+    """One sentence naming the intent and the splits left under ``min_rows_per_split``, if any.
+
+    ``n_units`` counts the units the ratios placed; ``pinned`` the rows placed by a pin instead.
+    """
     min_rows = params.min_rows_per_split
     positive = [split for split in SPLITS if params.ratios[split] > 0]
     short = [split for split in positive if counts[split] < min_rows]
     if not short:
         return None
     word = "template groups" if params.group_by == "template" else "distinct texts"
+    word = f"unpinned {word}" if pinned else word
     if streams_used:
         cause = f"{n_units} {word} placed by provenance.stream cannot fill {len(positive)} splits"
     elif n_units < len(positive):
         cause = f"{n_units} {word} cannot fill {len(positive)} splits"
     else:
-        n_rows = sum(counts.values())
+        n_rows = sum(counts.values()) - pinned
         cause = f"{n_units} {word} ({n_rows} rows) cannot give {len(positive)} splits {min_rows} rows each"
     if params.group_by == "template":
         cause += " with group_by=template"
@@ -217,63 +232,100 @@ def _shortfall_warning(
     return f"{intent}: {cause}; {', '.join(missing)}"
 
 
-def _report(
-    rows: Sequence[Row], assignments: dict[str, str], units: dict[str, int], params: StratifiedParams
-) -> dict[str, Any]:
-    counts: dict[str, dict[str, int]] = {intent: dict.fromkeys(SPLITS, 0) for intent in units}
+@dataclass
+class _Placement:
+    """What the per-intent placement decided: row id -> split, plus facts for the report and warnings.
+
+    Attributes:
+        units: Units per intent; ``free_units`` those the ratios placed (no pinned row).
+        pinned: Intent -> split -> rows placed by a pin (rows of a unit that holds a pinned row).
+        mixed_pins: One example per unit whose rows are pinned to different splits.
+    """
+
+    assignments: dict[str, str] = field(default_factory=dict)
+    units: dict[str, int] = field(default_factory=dict)
+    free_units: dict[str, int] = field(default_factory=dict)
+    streams_used: list[str] = field(default_factory=list)
+    pinned: dict[str, dict[str, int]] = field(default_factory=dict)
+    mixed_pins: list[str] = field(default_factory=list)
+
+
+def _place_intent(intent: str, units: list[Unit], params: StratifiedParams, placement: _Placement) -> None:
+    """Pinned units go to their pin; the ratios (and streams) divide the rest."""
+    pins = [_pin(unit) for unit in units]
+    free = [unit for unit, pin in zip(units, pins, strict=True) if pin is None]
+    choice, used_streams = _split_intent(free, params)
+    free_choice = iter(choice)
+    for unit, pin in zip(units, pins, strict=True):
+        split = pin or next(free_choice)
+        placement.assignments.update(dict.fromkeys((row["id"] for row in unit), split))
+        if pin is None:
+            continue
+        placement.pinned.setdefault(intent, dict.fromkeys(SPLITS, 0))[pin] += len(unit)
+        pinned_to = sorted({row["split"] for row in unit if row.get("split") in SPLITS}, key=SPLITS.index)
+        if len(pinned_to) > 1:
+            placement.mixed_pins.append(f"{intent} rows {', '.join(str(r['id']) for r in unit[:3])}: {pinned_to}")
+    placement.units[intent] = len(units)
+    placement.free_units[intent] = len(free)
+    if used_streams:
+        placement.streams_used.append(intent)
+
+
+def _report(rows: Sequence[Row], placement: _Placement, params: StratifiedParams) -> dict[str, Any]:
+    counts: dict[str, dict[str, int]] = {intent: dict.fromkeys(SPLITS, 0) for intent in placement.units}
     for row in rows:
-        counts[row["intent"]][assignments[row["id"]]] += 1
+        counts[row["intent"]][placement.assignments[row["id"]]] += 1
     totals = {split: sum(c[split] for c in counts.values()) for split in SPLITS}
     n_rows = max(len(rows), 1)
     return {
         "counts": counts,
         "effective_ratios": {split: round(totals[split] / n_rows, 6) for split in SPLITS},
-        "units": units,
+        "units": placement.units,
         "group_by": params.group_by,
+        "pinned": placement.pinned,
     }
 
 
-def _assign_intents(
-    by_intent: dict[str, list[Row]], normalized: dict[str, str], params: StratifiedParams, ctx: SplitContext
-) -> tuple[dict[str, str], dict[str, int], list[str]]:
-    """Row id -> split, units per intent, and the intents whose streams decided their split."""
-    assignments: dict[str, str] = {}
-    n_units: dict[str, int] = {}
-    streams_used: list[str] = []
-    for intent, intent_rows in by_intent.items():
-        units = _build_units(intent_rows, normalized, params.group_by)
-        make_rng(ctx.seed, intent).shuffle(units)
-        choice, used_streams = _split_intent(units, params)
-        for unit, split in zip(units, choice, strict=True):
-            assignments.update(dict.fromkeys((row["id"] for row in unit), split))
-        n_units[intent] = len(units)
-        if used_streams:
-            streams_used.append(intent)
-        ctx.advance(len(intent_rows))
-    return assignments, n_units, streams_used
-
-
-@splitters.register("stratified", params=StratifiedParams)
-def stratified(rows: Sequence[Row], params: StratifiedParams, ctx: SplitContext) -> SplitResult:
-    """Split each intent by ratios, keeping equal texts (and optionally templates) in one split."""
-    normalized = {row["id"]: normalize_text(row["text"]) for row in rows}
-    by_intent: dict[str, list[Row]] = {}
-    for row in rows:
-        by_intent.setdefault(row["intent"], []).append(row)
-    assignments, n_units, streams_used = _assign_intents(by_intent, normalized, params, ctx)
-    moved = _unify_cross_intent_texts(rows, normalized, assignments)
-    report = _report(rows, assignments, n_units, params)
+def _warnings(placement: _Placement, report: dict[str, Any], params: StratifiedParams, moved: int) -> list[str]:
+    """Shortfalls per intent, then units with disagreeing pins, then texts shared across intents."""
     warnings = []
-    for intent in by_intent:
-        counts = report["counts"][intent]
-        warning = _shortfall_warning(intent, counts, n_units[intent], params, intent in streams_used)
+    for intent, counts in report["counts"].items():
+        pinned = sum(placement.pinned.get(intent, {}).values())
+        streams = intent in placement.streams_used
+        warning = _shortfall_warning(intent, counts, placement.free_units[intent], params, streams, pinned)
         if warning:
             warnings.append(warning)
+    if placement.mixed_pins:
+        n = len(placement.mixed_pins)
+        warnings.append(
+            f"{n} {'text holds rows' if n == 1 else 'texts hold rows'} pinned to different splits by their sources "
+            f"(e.g. {placement.mixed_pins[0]}); each went to its most held-out pin (test > eval > train)"
+        )
     if moved:
         warnings.append(
             f"{moved} normalised {'text carries' if moved == 1 else 'texts carry'} more than one intent "
             "(the dedupe mode let them through); their rows were put in one split"
         )
+    return warnings
+
+
+@splitters.register("stratified", params=StratifiedParams)
+def stratified(rows: Sequence[Row], params: StratifiedParams, ctx: SplitContext) -> SplitResult:
+    """Split each intent by ratios, keeping equal texts (and optionally templates) in one split and pins in place."""
+    normalized = {row["id"]: normalize_text(row["text"]) for row in rows}
+    by_intent: dict[str, list[Row]] = {}
+    for row in rows:
+        by_intent.setdefault(row["intent"], []).append(row)
+    placement = _Placement()
+    for intent, intent_rows in by_intent.items():
+        units = _build_units(intent_rows, normalized, params.group_by)
+        make_rng(ctx.seed, intent).shuffle(units)
+        _place_intent(intent, units, params, placement)
+        ctx.advance(len(intent_rows))
+    moved = _unify_cross_intent_texts(rows, normalized, placement.assignments)
+    report = _report(rows, placement, params)
+    warnings = _warnings(placement, report, params, moved)
     for warning in warnings:
         ctx.warn(warning)
-    return SplitResult(assignments, report={**report, "streams_used": streams_used, "warnings": warnings})
+    report.update(streams_used=placement.streams_used, warnings=warnings)
+    return SplitResult(placement.assignments, report=report)

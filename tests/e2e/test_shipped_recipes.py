@@ -20,8 +20,10 @@ def stage_dir(outputs: Path, stage: str) -> Path:
     return dirs[0]
 
 
+@pytest.mark.slow
 def test_default_recipe_end_to_end(tmp_path: Path) -> None:
-    done = run_cli("run", cwd=tmp_path)
+    """The README's main job: the default recipe with the real MiniLM, generate to bundle."""
+    done = run_cli("run", cwd=tmp_path, timeout=1800)
     assert done.returncode == 0, done.stdout + done.stderr
     outputs = tmp_path / "outputs"
     splits = {name: read_jsonl(stage_dir(outputs, "split") / f"{name}.jsonl") for name in SPLITS}

@@ -336,3 +336,96 @@ def test_warns_when_splits_get_fewer_rows_than_the_minimum() -> None:
     assert len(warnings) == 1
     assert warnings[0].startswith("Tiny: 5 distinct texts (5 rows) cannot give 3 splits 2 rows each")
     assert sum(result.report["counts"]["Tiny"].values()) == 5
+
+
+# --- pinned splits: rows that arrive with ``split`` set keep it ---------------------------------------------
+
+
+def pinned_row(row_id: str, text: str, intent: str, split: str) -> dict[str, Any]:
+    return {**make_row(row_id, text, intent), "split": split}
+
+
+def test_pinned_test_rows_stay_in_test_and_ratios_split_the_rest() -> None:
+    rows = distinct_rows({"A": 100, "B": 50})
+    rows += [pinned_row(f"A-test{i}", f"A official {i}", "A", "test") for i in range(30)]
+    rows += [pinned_row(f"B-test{i}", f"B official {i}", "B", "test") for i in range(10)]
+    result, warnings = run_split(rows, ratios={"train": 0.9, "eval": 0.1, "test": 0.0})
+    assert warnings == []
+    assert all(result.assignments[r["id"]] == "test" for r in rows if r.get("split") == "test")
+    assert result.report["counts"]["A"] == {"train": 90, "eval": 10, "test": 30}
+    assert result.report["counts"]["B"] == {"train": 45, "eval": 5, "test": 10}
+    assert result.report["pinned"] == {
+        "A": {"train": 0, "eval": 0, "test": 30},
+        "B": {"train": 0, "eval": 0, "test": 10},
+    }
+    assert result.report["units"] == {"A": 130, "B": 60}
+
+
+def test_pins_to_train_and_eval_are_kept_too() -> None:
+    rows = distinct_rows({"A": 40})
+    rows += [pinned_row(f"tr{i}", f"pinned train {i}", "A", "train") for i in range(10)]
+    rows += [pinned_row(f"ev{i}", f"pinned eval {i}", "A", "eval") for i in range(10)]
+    result, _ = run_split(rows, ratios={"train": 0.5, "eval": 0.25, "test": 0.25})
+    assert all(result.assignments[f"tr{i}"] == "train" for i in range(10))
+    assert all(result.assignments[f"ev{i}"] == "eval" for i in range(10))
+    # The 40 unpinned rows alone follow the ratios.
+    assert result.report["counts"]["A"] == {"train": 30, "eval": 20, "test": 10}
+    assert result.report["pinned"] == {"A": {"train": 10, "eval": 10, "test": 0}}
+
+
+def test_unpinned_copy_of_a_pinned_text_follows_the_pin() -> None:
+    rows = distinct_rows({"A": 60})
+    rows += [make_row("copy", "Lost card?", "A"), pinned_row("official", "lost card", "A", "test")]
+    for seed in range(5):
+        result, _ = run_split(rows, seed=seed, ratios={"train": 0.9, "eval": 0.1})
+        assert result.assignments["copy"] == result.assignments["official"] == "test"
+        assert find_leaks(with_splits(rows, result)) == []
+
+
+def test_unit_with_different_pins_goes_to_the_most_held_out_one_with_a_warning() -> None:
+    rows = distinct_rows({"A": 30})
+    rows += [
+        pinned_row("t", "Hello", "A", "train"),
+        pinned_row("e", "hello!", "A", "eval"),
+        pinned_row("x", "HELLO", "A", "test"),
+        pinned_row("t2", "bye", "A", "train"),
+        pinned_row("e2", "Bye.", "A", "eval"),
+    ]
+    result, warnings = run_split(rows)
+    assert {result.assignments[i] for i in ("t", "e", "x")} == {"test"}
+    assert {result.assignments[i] for i in ("t2", "e2")} == {"eval"}
+    assert len(warnings) == 1
+    assert warnings[0].startswith("2 texts hold rows pinned to different splits by their sources (e.g. A rows ")
+    assert warnings[0].endswith("each went to its most held-out pin (test > eval > train)")
+    assert result.report["pinned"]["A"] == {"train": 0, "eval": 2, "test": 3}
+
+
+def test_text_shared_across_intents_follows_a_pin() -> None:
+    rows = distinct_rows({"A": 30, "B": 30})
+    rows += [pinned_row("a-hi", "Hi!", "A", "test"), make_row("b-hi", "hi", "B")]
+    for seed in range(10):
+        result, _ = run_split(rows, seed=seed)
+        assert result.assignments["a-hi"] == result.assignments["b-hi"] == "test"
+
+
+def test_intent_with_only_pinned_rows_warns_about_its_empty_splits() -> None:
+    rows = distinct_rows({"A": 30})
+    rows += [pinned_row(f"b{i}", f"only test {i}", "B", "test") for i in range(5)]
+    result, warnings = run_split(rows, ratios={"train": 0.9, "eval": 0.1})
+    assert result.report["counts"]["B"] == {"train": 0, "eval": 0, "test": 5}
+    assert warnings == ["B: 0 unpinned distinct texts cannot fill 2 splits; train gets no rows, eval gets no rows"]
+
+
+def test_pinned_split_is_independent_of_input_order() -> None:
+    rows = distinct_rows({"A": 80, "B": 40})
+    rows += [pinned_row(f"p{i}", f"pinned {i}", "A" if i % 2 else "B", "test") for i in range(20)]
+    first, _ = run_split(rows, seed=5)
+    shuffled = list(rows)
+    make_rng("pinned-order").shuffle(shuffled)
+    again, _ = run_split(shuffled, seed=5)
+    assert first.assignments == again.assignments
+
+
+def test_no_pins_reports_an_empty_pinned_table() -> None:
+    result, _ = run_split(distinct_rows({"A": 20}))
+    assert result.report["pinned"] == {}

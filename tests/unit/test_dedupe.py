@@ -125,3 +125,59 @@ def test_find_leaks_allows_duplicates_within_one_split() -> None:
 def test_find_leaks_ignores_rows_without_a_split() -> None:
     rows = [row("a", "Hello", split="train"), row("b", "Hello")]
     assert find_leaks(rows) == []
+
+
+# --- pinned splits: an official test (or eval) row beats its training copy ---------------------------------
+
+
+def test_row_pinned_to_test_is_kept_over_an_earlier_unpinned_copy() -> None:
+    rows = [row("a", "Hello there"), row("b", "hello, there!", split="test"), row("c", "Goodbye")]
+    kept, dropped = dedupe_rows(rows, "normalized")
+    assert ids(kept) == ["b", "c"]
+    assert [(d["row"]["id"], d["rule"]) for d in dropped] == [("a", "normalized_duplicate")]
+    assert "row b" in dropped[0]["reason"] and "pinned to test" in dropped[0]["reason"]
+
+
+def test_test_pin_beats_eval_pin_beats_train_and_unpinned() -> None:
+    rows = [
+        row("a", "card lost", split="train"),
+        row("b", "card lost", split="eval"),
+        row("c", "card lost"),
+        row("d", "card lost", split="test"),
+        row("e", "card lost", split="eval"),
+    ]
+    kept, dropped = dedupe_rows(rows, "exact")
+    assert ids(kept) == ["d"]
+    assert ids([d["row"] for d in dropped]) == ["a", "b", "c", "e"]
+    assert all("row d" in d["reason"] for d in dropped)
+    assert {d["rule"] for d in dropped} == {"exact_duplicate"}
+    eval_over_train = [row("a", "x", split="train"), row("b", "x"), row("c", "x", split="eval")]
+    assert ids(dedupe_rows(eval_over_train, "exact")[0]) == ["c"]
+
+
+def test_among_equal_pins_the_first_row_is_kept_without_a_pin_note() -> None:
+    rows = [row("a", "x", split="test"), row("b", "X", split="test"), row("c", "x", split="train")]
+    kept, dropped = dedupe_rows(rows, "normalized")
+    assert ids(kept) == ["a"]
+    assert [d["reason"] for d in dropped] == ["same normalised text as row a", "duplicate of row a"]
+    # Pinned to train ranks like an unpinned row: the first one stays.
+    assert ids(dedupe_rows([row("p", "y"), row("q", "y", split="train")], "exact")[0]) == ["p"]
+
+
+def test_pinned_rows_keep_input_order_among_kept_rows() -> None:
+    rows = [row("a", "x"), row("b", "y"), row("c", "x", split="test"), row("d", "z")]
+    kept, dropped = dedupe_rows(rows, "exact")
+    assert ids(kept) == ["b", "c", "d"]
+    assert ids([d["row"] for d in dropped]) == ["a"]
+
+
+def test_label_conflict_drops_pinned_rows_too() -> None:
+    rows = [row("a", "Hello", "Greet"), row("b", "hello", "Search", split="test")]
+    kept, dropped = dedupe_rows(rows, "normalized")
+    assert kept == []
+    assert {d["rule"] for d in dropped} == {"label_conflict"}
+
+
+def test_none_mode_keeps_pinned_duplicates() -> None:
+    rows = [row("a", "x"), row("b", "x", split="test")]
+    assert dedupe_rows(rows, "none") == (rows, [])
