@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 from framework.config.check import BoundPlugin, ValidatedRecipe
 from framework.errors import StageError
 from framework.io import write_jsonl
 from framework.pipeline import StageDef, StageRun
-from framework.plugin_api import GenerateContext
+from framework.plugin_api import GenerateContext, SourceContext
 from framework.seeding import derive_seed, make_rng
 
 
@@ -53,9 +54,34 @@ def _run_generator(run: StageRun, name: str, bound: BoundPlugin, counts: dict[st
     return list(bound.spec.func(bound.params, context))
 
 
+def _run_source(run: StageRun, name: str, bound: BoundPlugin) -> list[dict[str, Any]]:
+    config = run.recipe.config
+    context = SourceContext(
+        name=name,
+        plugin_id=bound.spec.id,
+        intents=config.intents,
+        split=bound.section.split,
+        seed=derive_seed(config.seed, "source", name),
+        advance=run.progress.task(f"read: {name}", None),
+        warn=lambda message: run.warn(f"{name}: {message}"),
+    )
+    return list(bound.spec.func(bound.params, context))
+
+
+def source_files(recipe: ValidatedRecipe) -> list[Path]:
+    """Every file the recipe's sources read (their bytes feed the generate stage's fingerprint)."""
+    files: list[Path] = []
+    for bound in recipe.sources.values():
+        lister = getattr(bound.params, "files", None)
+        files += lister() if callable(lister) else []
+    return files
+
+
 def run_generate(run: StageRun) -> dict[str, Any]:
-    """Produce ``rows.jsonl`` and ``verification_sample.jsonl``."""
+    """Produce ``rows.jsonl`` (real rows from sources, then generated ones) and ``verification_sample.jsonl``."""
     rows: list[dict[str, Any]] = []
+    for name, bound in run.recipe.sources.items():
+        rows += _run_source(run, name, bound)
     for name, counts in rows_wanted(run.recipe).items():
         rows += _run_generator(run, name, run.recipe.generators[name], counts)
     duplicated = [rid for rid, n in Counter(r["id"] for r in rows).items() if n > 1]
@@ -83,7 +109,8 @@ def run_generate(run: StageRun) -> dict[str, Any]:
 GENERATE = StageDef(
     name="generate",
     upstream=(),
-    config_keys=("seed", "slots", "intents", "generate"),
+    config_keys=("seed", "slots", "intents", "sources", "generate"),
     run=run_generate,
-    plugins=lambda recipe: list(recipe.generators.values()),
+    plugins=lambda recipe: [*recipe.sources.values(), *recipe.generators.values()],
+    files=source_files,
 )

@@ -45,6 +45,11 @@ def run_split(run: StageRun) -> dict[str, Any]:
     missing = [row["id"] for row in kept if result.assignments.get(row["id"]) not in SPLITS]
     if missing:
         raise StageError(f"split: splitter {bound.spec.id} left {len(missing)} rows without a valid split (plugin bug)")
+    moved = [row["id"] for row in kept if row.get("split") and result.assignments[row["id"]] != row["split"]]
+    if moved:
+        raise StageError(
+            f"split: splitter {bound.spec.id} moved {len(moved)} rows pinned to a split by their source (plugin bug)"
+        )
     for row in kept:
         row["split"] = result.assignments[row["id"]]
     leaks = find_leaks(kept)
@@ -59,6 +64,7 @@ def run_split(run: StageRun) -> dict[str, Any]:
         [{**d["row"], "dropped": {"rule": d["rule"], "reason": d["reason"]}} for d in dropped],
     )
     table = Counter((row["intent"], row["split"]) for row in kept)
+    real = Counter(row["split"] for row in kept if not row["provenance"].get("synthetic", True))
     return {
         "counts": {
             "input": len(rows),
@@ -66,6 +72,7 @@ def run_split(run: StageRun) -> dict[str, Any]:
             "dropped": dict(Counter(d["rule"] for d in dropped)),
             "per_intent": {i: {s: table.get((i, s), 0) for s in SPLITS} for i in config.intents},
             "leaks": 0,
+            "real_per_split": {split: real.get(split, 0) for split in SPLITS},
         },
         "splitter": result.report,
     }

@@ -22,7 +22,10 @@ GROUP_OPTIONS = sorted(
 def test_shipped_recipe_validates(path: Path) -> None:
     recipe = load_recipe(path)
     assert recipe.name == path.stem
-    assert recipe.config.fallback_intent is not None, "every shipped recipe declares an out-of-scope intent"
+    if recipe.generators:
+        assert recipe.config.fallback_intent is not None, (
+            "every shipped synthetic recipe declares an out-of-scope intent"
+        )
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])

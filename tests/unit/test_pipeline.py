@@ -129,8 +129,8 @@ from pathlib import Path
 sys.path.insert(0, {repo!r})
 from tests.conftest import load_recipe, TINY
 from framework.pipeline import Pipeline
-from framework.stages import STAGES as ALL_STAGES
-pipeline = Pipeline(STAGES, load_recipe(TINY), Path({out!r}))
+from framework.stages import STAGES
+pipeline = Pipeline(STAGES[:3], load_recipe(TINY), Path({out!r}))
 """
 
 

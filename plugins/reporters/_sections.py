@@ -1,0 +1,279 @@
+"""Markdown building blocks of the ``markdown`` reporter: the report being built, cells, tables, plots.
+
+Everything reads manifests with ``.get``: a key a stage does not write yet is skipped, never an error.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from framework.io import atomic_write_bytes
+from framework.plugin_api import ReportContext
+
+ASSETS_DIR = "report_assets"
+MAX_CELL_CHARS = 160
+
+# Stage names the report looks for in ``ctx.manifests`` (and ``ctx.stage_dirs``), and the manifest key
+# each one's facts live under.
+GENERATE, VALIDATE, SPLIT = "generate", "validate", "split"
+TRAIN, EXPORT, CALIBRATE, EVALUATE, BUNDLE = "train", "export", "calibrate", "evaluate", "bundle"
+SECTION_KEYS = {TRAIN: "train", EXPORT: "export", CALIBRATE: "calibration", EVALUATE: "evaluation"}
+
+
+class Cell(str):
+    """Text already formatted for a table cell (``table`` leaves it as it is)."""
+
+
+def fmt(value: Any) -> str:
+    """One value as a short, readable Markdown cell."""
+    if value is None:
+        return "n/a"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.4f}" if value == 0 or abs(value) >= 1e-3 else f"{value:.2e}"
+    if isinstance(value, Mapping | list | tuple):
+        value = json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
+    text = str(value).replace("\n", " ").replace("|", "\\|")
+    return text if len(text) <= MAX_CELL_CHARS else text[: MAX_CELL_CHARS - 1] + "…"
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], max_rows: int) -> list[str]:
+    """A Markdown table; rows past ``max_rows`` are left out with a note."""
+    if not rows:
+        return []
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += [
+        "| " + " | ".join(cell if isinstance(cell, Cell) else fmt(cell) for cell in row) + " |"
+        for row in rows[:max_rows]
+    ]
+    if len(rows) > max_rows:
+        lines.append(f"\n_{len(rows) - max_rows:,} more rows not shown (`max_table_rows={max_rows}`)._")
+    return [*lines, ""]
+
+
+def key_values(facts: Mapping[str, Any], max_rows: int, skip: Iterable[str] = ()) -> list[str]:
+    """A two-column table of a free-form dict's entries, in their order."""
+    skipped = set(skip)
+    rows = [(Cell(f"`{fmt(key)}`"), value) for key, value in facts.items() if key not in skipped]
+    return table(["key", "value"], rows, max_rows)
+
+
+def inline(mapping: Any) -> str:
+    """A small dict on one line: ``a 1, b 2`` (``none`` when empty)."""
+    return ", ".join(f"{key} {fmt(value)}" for key, value in as_dict(mapping).items()) or "none"
+
+
+def as_dict(value: Any) -> dict[str, Any]:
+    """``value`` if it is a dict, else an empty one (a malformed manifest entry renders as nothing)."""
+    return value if isinstance(value, dict) else {}
+
+
+@dataclass
+class Report:
+    """The report being written: the run context and the table row limit."""
+
+    ctx: ReportContext
+    max_rows: int
+
+    def manifest(self, stage: str) -> dict[str, Any] | None:
+        """The stage's manifest, or ``None`` when the run has no such stage."""
+        manifest = self.ctx.manifests.get(stage)
+        return manifest if isinstance(manifest, dict) else None
+
+    def section(self, stage: str) -> dict[str, Any]:
+        """The stage's own facts (e.g. ``manifest["calibration"]``); empty when absent."""
+        return as_dict((self.manifest(stage) or {}).get(SECTION_KEYS.get(stage, stage)))
+
+    def table(self, headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
+        """``table`` with this report's row limit."""
+        return table(headers, rows, self.max_rows)
+
+    def plots(self, stage: str) -> list[str]:
+        """Image links for the stage's ``manifest["plots"]``, copied into ``report_assets/``."""
+        names = (self.manifest(stage) or {}).get("plots") or []
+        if isinstance(names, Mapping):
+            names = list(names.values())
+        lines = []
+        for name in names if isinstance(names, list) else []:
+            link = self.copy_asset(stage, str(name))
+            title = Path(str(name)).stem.replace("_", " ")
+            lines += [f"![{title}]({link})" if link else f"_Plot `{name}` is missing from the {stage} stage._", ""]
+        return lines
+
+    def copy_asset(self, stage: str, name: str) -> str | None:
+        """Copy a file of a stage directory into ``report_assets/``; returns its relative link."""
+        base = self.ctx.stage_dirs.get(stage)
+        if base is None:
+            return None
+        source = (Path(base) / name).resolve()
+        if not source.is_file() or not source.is_relative_to(Path(base).resolve()):
+            return None
+        target = f"{stage}-{'-'.join(Path(name).parts)}"
+        atomic_write_bytes(self.ctx.run_dir / ASSETS_DIR / target, source.read_bytes())
+        return f"{ASSETS_DIR}/{quote(target)}"
+
+
+def _counts(report: Report, stage: str) -> dict[str, Any]:
+    return as_dict((report.manifest(stage) or {}).get("counts"))
+
+
+def summary(report: Report) -> list[str]:
+    """Recipe, file, date, stages, bundle and the headline number with its evidence."""
+    ctx = report.ctx
+    rows: list[tuple[str, Any]] = [
+        ("recipe", ctx.recipe_name),
+        ("recipe file", Cell(f"`{fmt(ctx.recipe_file)}`")),
+        ("report written", time.strftime("%Y-%m-%d %H:%M:%S %z")),
+        ("stages", ", ".join(ctx.manifests) or "none"),
+    ]
+    bundle_dir = as_dict(report.manifest(BUNDLE)).get("bundle_dir")
+    if bundle_dir:
+        base = report.ctx.stage_dirs.get(BUNDLE)
+        rows.append(("bundle", Cell(f"`{fmt(Path(base, str(bundle_dir)) if base else bundle_dir)}`")))
+    evaluated = report.section(EVALUATE)
+    headline = as_dict(evaluated.get("real")) or as_dict(evaluated.get("all"))  # real rows first: the evidence
+    if headline.get("accuracy") is not None:
+        evidence = headline.get("evidence") or "synthetic"
+        verdict = "benchmark evidence" if evidence == "real" else "not benchmark evidence"
+        text = f"accuracy {fmt(headline['accuracy'])} on {fmt(headline.get('n'))} {evidence} rows ({verdict})"
+        rows.append(("headline", text))
+    return ["## Summary", "", *report.table(["item", "value"], rows)]
+
+
+def _data_totals(report: Report) -> list[str]:
+    generate, validate, split = (_counts(report, stage) for stage in (GENERATE, VALIDATE, SPLIT))
+    lines = []
+    if report.manifest(GENERATE) is not None:
+        lines.append(
+            f"- **generate**: {fmt(generate.get('rows'))} rows; by generator: {inline(generate.get('per_generator'))}"
+        )
+    if report.manifest(VALIDATE) is not None:
+        lines.append(
+            f"- **validate**: {fmt(validate.get('input'))} in, {fmt(validate.get('accepted'))} accepted, "
+            f"{fmt(validate.get('rejected'))} rejected"
+        )
+    if report.manifest(SPLIT) is not None:
+        lines.append(
+            f"- **split**: {fmt(split.get('input'))} in, {fmt(split.get('kept'))} kept after dedupe; "
+            f"dropped: {inline(split.get('dropped'))}; leaks {fmt(split.get('leaks'))}"
+        )
+    return [*lines, ""]
+
+
+def _rows_per_intent(report: Report) -> list[str]:
+    columns: dict[str, dict[str, Any]] = {}
+    if report.manifest(GENERATE) is not None:
+        columns["generated"] = as_dict(_counts(report, GENERATE).get("per_intent"))
+    if report.manifest(VALIDATE) is not None:
+        columns["accepted"] = as_dict(_counts(report, VALIDATE).get("accepted_per_intent"))
+    if report.manifest(SPLIT) is not None:
+        per_split = as_dict(_counts(report, SPLIT).get("per_intent"))
+        for split in ("train", "eval", "test"):
+            columns[split] = {intent: as_dict(counts).get(split) for intent, counts in per_split.items()}
+    intents = list(dict.fromkeys(intent for column in columns.values() for intent in column))
+    rows = [[intent, *(column.get(intent) for column in columns.values())] for intent in intents]
+    return ["### Rows per intent", "", *report.table(["intent", *columns], rows)] if rows else []
+
+
+def _rejections(report: Report) -> list[str]:
+    per_layer = as_dict(_counts(report, VALIDATE).get("rejected_per_layer"))
+    examples = as_dict((report.manifest(VALIDATE) or {}).get("examples"))
+    rows = [
+        [layer, rule, count, as_dict(examples.get(layer)).get(rule)]
+        for layer, rules in per_layer.items()
+        for rule, count in as_dict(rules).items()
+    ]
+    rows.sort(key=lambda row: -row[2] if isinstance(row[2], int) else 0)
+    return ["### Rejections", "", *report.table(["layer", "rule", "rows", "example"], rows)] if rows else []
+
+
+def data(report: Report) -> list[str]:
+    """Rows per stage and intent (generate, validate, split) and rejections by layer and rule."""
+    if all(report.manifest(stage) is None for stage in (GENERATE, VALIDATE, SPLIT)):
+        return []
+    return ["## Data", "", *_data_totals(report), *_rows_per_intent(report), *_rejections(report)]
+
+
+def training(report: Report) -> list[str]:
+    """The trainer's free-form metrics and, when present, its per-epoch history."""
+    if report.manifest(TRAIN) is None:
+        return []
+    facts = report.section(TRAIN)
+    lines = ["## Training", "", *key_values(facts, report.max_rows, skip=("history",))]
+    history = [entry for entry in facts.get("history") or [] if isinstance(entry, dict)]
+    if history:
+        preferred = ["epoch", "loss", "eval_accuracy", "seconds", *(key for entry in history for key in entry)]
+        columns = [key for key in dict.fromkeys(preferred) if any(key in entry for entry in history)]
+        lines += ["### History", "", *report.table(columns, [[e.get(c) for c in columns] for e in history])]
+    return lines + report.plots(TRAIN)
+
+
+def _size(value: Any) -> str:
+    return f"{value / 2**20:.2f} MiB ({value:,} bytes)" if isinstance(value, int) else fmt(value)
+
+
+def export(report: Report) -> list[str]:
+    """Accuracy before and after export, parity, and artifact sizes (``sizes_bytes``: file name -> bytes)."""
+    if report.manifest(EXPORT) is None:
+        return []
+    facts = report.section(EXPORT)
+    size_keys = [key for key in ("sizes_bytes", "sizes") if isinstance(facts.get(key), dict)]
+    lines = ["## Export", "", *key_values(facts, report.max_rows, skip=size_keys)]
+    sizes = [(name, _size(value)) for key in size_keys for name, value in facts[key].items()]
+    if sizes:
+        lines += ["### Sizes", "", *report.table(["artifact", "size"], sizes)]
+    return lines + report.plots(EXPORT)
+
+
+def calibration(report: Report) -> list[str]:
+    """Temperature, every ``<metric>_before``/``<metric>_after`` pair, thresholds and plots."""
+    if report.manifest(CALIBRATE) is None:
+        return []
+    facts = report.section(CALIBRATE)
+    pairs = [key[: -len("_before")] for key in facts if key.endswith("_before") and key[:-7] + "_after" in facts]
+    lines = ["## Calibration", ""]
+    lines += report.table(
+        ["metric", "before", "after"], [(m, facts[m + "_before"], facts[m + "_after"]) for m in pairs]
+    )
+    skip = {f"{metric}_{when}" for metric in pairs for when in ("before", "after")}
+    thresholds = facts.get("thresholds")
+    if isinstance(thresholds, dict):
+        skip.add("thresholds")
+    lines += key_values(facts, report.max_rows, skip=skip)
+    if isinstance(thresholds, dict) and thresholds:
+        lines += ["### Thresholds", "", *report.table(["intent", "threshold"], list(thresholds.items()))]
+    return lines + report.plots(CALIBRATE)
+
+
+def manifests(report: Report) -> list[str]:
+    """Each stage's fingerprint, start, seconds, warnings, and the library versions."""
+    stages = {stage: m for stage, m in report.ctx.manifests.items() if isinstance(m, dict)}
+    if not stages:
+        return []
+    rows = [
+        (
+            stage,
+            Cell(f"`{fmt(m.get('fingerprint'))}`"),
+            m.get("started_at"),
+            m.get("seconds"),
+            len(m.get("warnings") or []),
+        )
+        for stage, m in stages.items()
+    ]
+    lines = ["## Stage manifests", "", *report.table(["stage", "fingerprint", "started", "seconds", "warnings"], rows)]
+    versions = {stage: as_dict(m.get("versions")) for stage, m in stages.items() if as_dict(m.get("versions"))}
+    if len({json.dumps(v, sort_keys=True) for v in versions.values()}) == 1:
+        lines += [f"Versions: {inline(next(iter(versions.values())))}", ""]
+    elif versions:
+        lines += [*(f"- **{stage}** versions: {inline(v)}" for stage, v in versions.items()), ""]
+    warnings = [
+        f"- **{stage}**: {' '.join(str(w).split())}" for stage, m in stages.items() for w in m.get("warnings") or []
+    ]
+    return lines + (["### Warnings", "", *warnings, ""] if warnings else [])

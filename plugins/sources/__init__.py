@@ -1,0 +1,1 @@
+"""Built-in sources of real labelled data (one module each; registered on import)."""

@@ -1,0 +1,90 @@
+"""Built-in ``csv`` source: labelled rows from a CSV file with a header line, streamed with the stdlib."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterator
+from typing import Any
+
+from pydantic import Field
+
+from framework.errors import StageError
+from framework.plugin_api import SourceContext
+from framework.plugins.sources._common import (
+    FileSourceParams,
+    Record,
+    RowBuilder,
+    check_file,
+    emit_rows,
+    empty_file_error,
+    key,
+    missing_column_error,
+)
+from framework.registry import sources
+
+_BOM = "\ufeff"
+
+
+class CsvParams(FileSourceParams):
+    """Params of the ``csv`` source.
+
+    Attributes:
+        path: The CSV file; its first line names the columns. Relative paths resolve against the
+            working directory.
+        text_column: Column holding the utterance.
+        label_column: Column holding the label.
+        label_map: Source label -> intent name; labels not in the map are used as they are.
+        delimiter: One-character field separator (``","``; ``"\\t"`` for TSV).
+        encoding: Text encoding of the file (a UTF-8 byte-order mark is ignored).
+        limit: Stop after this many rows (None: read everything).
+    """
+
+    delimiter: str = Field(default=",", min_length=1, max_length=1)
+    encoding: str = "utf-8"
+
+
+def _column_index(header: list[str], param: str, column: str, params: CsvParams, ctx: SourceContext) -> int:
+    if column not in header:
+        raise missing_column_error(ctx, param, column, header, params.path, "(header line 1)")
+    return header.index(column)
+
+
+def _records(reader: Any, text_at: int, label_at: int) -> Iterator[Record]:
+    """``(first line of the record, text, label)``; empty lines are not records."""
+    start = reader.line_num + 1
+    for fields in reader:
+        if fields:
+            text = fields[text_at] if text_at < len(fields) else None
+            label = fields[label_at] if label_at < len(fields) else None
+            yield start, text, label
+        start = reader.line_num + 1
+
+
+def _read(params: CsvParams, ctx: SourceContext) -> Iterator[dict[str, Any]]:
+    path = check_file(params, ctx)
+    with path.open(newline="", encoding=params.encoding) as handle:
+        reader = csv.reader(handle, delimiter=params.delimiter)
+        header = next(reader, None)
+        if not header:
+            raise empty_file_error(ctx, params.path, "is empty (not even a header line)")
+        header[0] = header[0].removeprefix(_BOM)
+        text_at = _column_index(header, "text_column", params.text_column, params, ctx)
+        label_at = _column_index(header, "label_column", params.label_column, params, ctx)
+        yield from emit_rows(_records(reader, text_at, label_at), RowBuilder(params, ctx))
+
+
+@sources.register("csv", params=CsvParams)
+def csv_source(params: CsvParams, ctx: SourceContext) -> Iterator[dict[str, Any]]:
+    """Labelled rows from a CSV file with a header line (one row per record, streamed)."""
+    try:
+        yield from _read(params, ctx)
+    except UnicodeDecodeError as exc:
+        raise StageError(
+            f"{key(ctx, 'encoding')}: {params.path} is not valid {params.encoding} ({exc.reason} at byte "
+            f"{exc.start}). Set {key(ctx, 'encoding')} to the file's encoding (e.g. latin-1 or cp1252)."
+        ) from None
+    except csv.Error as exc:
+        raise StageError(
+            f"{key(ctx, 'path')}: {params.path} is not a readable CSV file ({exc}). Check the file, and "
+            f"{key(ctx, 'delimiter')} if its fields are not separated by {params.delimiter!r}."
+        ) from None

@@ -1,0 +1,89 @@
+"""``intentcraft predict`` and ``intentcraft verify`` through the real CLI in a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.runtime.tiny_bundle import FALLBACK, LABELS
+
+FIELDS = {"text", "intent", "predicted", "confidence", "decision", "reason", "runners_up", "error"}
+
+
+def cli(*args: str, cwd: Path, stdin: str | None = None) -> subprocess.CompletedProcess:
+    """Run ``python -m framework ARGS`` with ``stdin`` piped in."""
+    return subprocess.run(
+        [sys.executable, "-m", "framework", *args],
+        cwd=cwd,
+        env={**os.environ, "COLUMNS": "200"},
+        input=stdin if stdin is not None else "",
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_predict_one_text_prints_intent_and_decision(bundle: Path, tmp_path: Path) -> None:
+    done = cli("predict", str(bundle), "who calls authenticate_user", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "who calls authenticate_user" in done.stdout
+    for word in ("intent", "decision", "predicted", "calibrated confidence", "runners-up"):
+        assert word in done.stdout
+    assert "accept" in done.stdout or f"abstain to the fallback intent {FALLBACK}" in done.stdout
+    abstained = cli("predict", str(bundle), "   ", cwd=tmp_path)
+    assert abstained.returncode == 0, abstained.stderr
+    assert f"abstain to the fallback intent {FALLBACK}" in abstained.stdout and "empty text" in abstained.stdout
+
+
+def test_predict_reads_stdin_and_writes_json_lines(bundle: Path, tmp_path: Path) -> None:
+    texts = ["who calls authenticate_user", "", "help", "grep for TODO"]
+    done = cli("predict", str(bundle), "--top-k", "2", cwd=tmp_path, stdin="\n".join(texts) + "\n")
+    assert done.returncode == 0, done.stderr
+    rows = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [row["text"] for row in rows] == texts
+    assert all(set(row) == FIELDS for row in rows)
+    assert rows[1]["reason"] == "empty text" and rows[1]["intent"] == FALLBACK
+    assert rows[0]["predicted"] in LABELS and len(rows[0]["runners_up"]) == 1
+    single = cli("predict", str(bundle), "help", "--jsonl", "--top-k", "2", cwd=tmp_path)
+    assert json.loads(single.stdout) == rows[2]
+
+
+def test_cli_imports_no_runtime_until_a_runtime_verb_runs(tmp_path: Path) -> None:
+    script = "import sys, framework.cli; sys.exit('onnxruntime' in sys.modules or 'tokenizers' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", script], cwd=tmp_path, check=False).returncode == 0
+
+
+def test_predict_input_file_to_output_file(bundle: Path, tmp_path: Path) -> None:
+    queries = tmp_path / "queries.txt"
+    queries.write_bytes(b"who calls x\r\nbad \xff bytes\nlast line without newline")
+    output = tmp_path / "out" / "routes.jsonl"
+    done = cli("predict", str(bundle), "--input", str(queries), "--output", str(output), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "" and "wrote 3 results" in done.stderr
+    rows = [json.loads(line) for line in output.read_text(encoding="utf-8").splitlines()]
+    assert [row["text"] for row in rows] == ["who calls x", "bad \ufffd bytes", "last line without newline"]
+    assert [p.name for p in output.parent.iterdir()] == ["routes.jsonl"], "no temporary file is left"
+    missing = cli("predict", str(bundle), "--input", str(tmp_path / "nope.txt"), cwd=tmp_path)
+    assert missing.returncode == 2 and "cannot read --input" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_verify_ok_then_tampered_exits_2_with_one_paragraph(bundle: Path, tmp_path: Path) -> None:
+    done = cli("verify", str(bundle), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("OK ") and f"{len(LABELS)} labels" in done.stdout
+    assert f"fallback intent: {FALLBACK}" in done.stdout and "temperature 1.5" in done.stdout
+    with (bundle / "model.onnx").open("ab") as handle:
+        handle.write(b"tampered")
+    for verb in ("verify", "predict"):
+        args = (verb, str(bundle)) if verb == "verify" else (verb, str(bundle), "who calls x")
+        refused = cli(*args, cwd=tmp_path)
+        assert refused.returncode == 2
+        assert refused.stdout == "" and "Traceback" not in refused.stderr
+        message = refused.stderr.strip()
+        assert message.count("\n") == 0, message
+        assert message.startswith(f"error: Bundle {bundle}: model.onnx does not match checksums.json")
+        assert "intentcraft run" in message
