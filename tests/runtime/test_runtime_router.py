@@ -88,6 +88,15 @@ def test_confidence_equal_to_threshold_is_accepted(make_bundle: BundleFactory) -
     assert again.confidence == first.confidence and again.decision == "accept"
 
 
+def test_an_intents_own_threshold_replaces_the_global_one(make_bundle: BundleFactory) -> None:
+    first = Router.load(make_bundle("first", calibration=NO_THRESHOLDS)).predict(TEXTS[0])[0]
+    own_lower = default_calibration(thresholds={first.predicted: first.confidence * 0.5}, global_threshold=0.999)
+    accepted = Router.load(make_bundle("own", calibration=own_lower)).predict(TEXTS[0])[0]
+    assert accepted.decision == "accept" and accepted.intent == first.predicted
+    others = default_calibration(thresholds={}, global_threshold=0.999)
+    assert Router.load(make_bundle("others", calibration=others)).predict(TEXTS[0])[0].decision == "abstain"
+
+
 def test_predicting_the_fallback_abstains(make_bundle: BundleFactory, tmp_path: Path) -> None:
     model = write_model(tmp_path / "biased.onnx", bias=[0.0, 0.0, 0.0, 50.0])
     router = Router.load(make_bundle("biased", model=model, calibration=NO_THRESHOLDS))

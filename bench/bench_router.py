@@ -1,0 +1,200 @@
+"""Benchmark a recipe's router on real data, side by side in one run (run by hand, not in CI).
+
+    .venv/bin/python bench/bench_router.py                    # recipe banking77, from the repository root
+    .venv/bin/python bench/bench_router.py --recipe code_search --queries 200
+
+It builds (or reuses from the cache) every stage of the recipe, then measures on the test split:
+accuracy and ECE of the shipped INT8 bundle, INT8 vs fp32 accuracy, single-query latency of the bundle vs
+PyTorch fp32 eager, batch throughput, and training time per epoch vs a plain transformers training loop.
+Every figure is measured here and now; ratios compare numbers taken in this same process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from framework.config.check import check_recipe
+from framework.config.compose import compose_recipe, resolve_recipe
+from framework.io import read_json, read_jsonl
+from framework.pipeline import Pipeline
+from framework.runtime import Router
+from framework.runtime.onnx_classifier import OnnxTextClassifier
+from framework.stages import STAGES
+
+
+def build(recipe_name: str, outputs: Path) -> dict[str, Path]:
+    ref = resolve_recipe([f"recipe={recipe_name}"])
+    recipe = check_recipe(compose_recipe(ref), str(ref.path))
+    pipeline = Pipeline(STAGES, recipe, outputs)
+    plans = pipeline.run(lambda plan, action: print(f"{plan.stage.name}: {action}", flush=True))
+    return {plan.stage.name: plan.directory for plan in plans}
+
+
+def percentiles(samples: list[float]) -> tuple[float, float]:
+    ms = np.array(samples) * 1000
+    return float(np.percentile(ms, 50)), float(np.percentile(ms, 99))
+
+
+def time_each(fn: Any, texts: list[str], warmup: int = 20) -> list[float]:
+    for text in texts[:warmup]:
+        fn(text)
+    times = []
+    for text in texts:
+        started = time.perf_counter()
+        fn(text)
+        times.append(time.perf_counter() - started)
+    return times
+
+
+def ece(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
+    from netcal.metrics import ECE
+
+    confidences = probs.max(axis=1)
+    correct = (probs.argmax(axis=1) == labels).astype(int)
+    return float(ECE(bins).measure(confidences, correct))
+
+
+def torch_model(train_dir: Path) -> tuple[Any, Any]:
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    model_dir = train_dir / "model"
+    return AutoTokenizer.from_pretrained(model_dir), AutoModelForSequenceClassification.from_pretrained(
+        model_dir
+    ).eval()
+
+
+def plain_loop_epoch(
+    train_dir: Path, rows: list[dict], labels: list[str], batch_size: int, lr: float, max_length: int
+) -> float:
+    """One epoch of a plain transformers fine-tuning loop (the reference for training speed)."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
+
+    model_dir = train_dir / "model"
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir).train()
+    collator = DataCollatorWithPadding(tokenizer)
+    index = {label: i for i, label in enumerate(labels)}
+    features = [
+        {**tokenizer(row["text"], truncation=True, max_length=max_length), "labels": index[row["intent"]]}
+        for row in rows
+    ]
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+    started = time.perf_counter()
+    for start in range(0, len(features), batch_size):
+        batch = collator(features[start : start + batch_size])
+        loss = model(**batch).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return time.perf_counter() - started
+
+
+def our_epoch(rows: list[dict], labels: list[str], model_dir: Path, params: dict[str, Any], work: Path) -> float:
+    from framework.plugin_api import TrainContext
+    from framework.plugins.trainers.encoder import EncoderParams, encoder
+    from framework.progress import Progress
+
+    chosen = {**params, "model": str(model_dir), "epochs": 1, "early_stopping_patience": None}
+    with Progress() as progress:
+        context = TrainContext(labels=labels, work_dir=work, seed=0, task=progress.task)
+        result = encoder(rows, [], EncoderParams(**chosen), context)
+    return result.metrics["history"][0]["seconds"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--recipe", default="banking77")
+    parser.add_argument("--outputs", type=Path, default=Path("outputs"))
+    parser.add_argument("--queries", type=int, default=300, help="queries timed one by one per model")
+    parser.add_argument("--train-rows", type=int, default=2000, help="rows for the training-speed comparison")
+    args = parser.parse_args()
+
+    dirs = build(args.recipe, args.outputs)
+    bundle = dirs["bundle"] / "bundle"
+    router = Router.load(bundle)
+    labels = list(router.labels)
+    test = read_jsonl(dirs["split"] / "test.jsonl")
+    texts = [row["text"] for row in test]
+    truth = np.array([labels.index(row["intent"]) for row in test])
+    evidence = "real" if all(not r["provenance"].get("synthetic", True) for r in test) else "synthetic or mixed"
+    facts = read_json(dirs["train"] / "runtime.json")
+    calibration = read_json(bundle / "calibration.json")
+
+    int8 = OnnxTextClassifier(bundle / "model.onnx", bundle / "tokenizer.json", facts["max_length"])
+    fp32 = OnnxTextClassifier(dirs["export"] / "model.fp32.onnx", bundle / "tokenizer.json", facts["max_length"])
+    int8_logits, fp32_logits = int8.logits(texts), fp32.logits(texts)
+    scaled = int8_logits / calibration["temperature"]
+    probs = np.exp(scaled - scaled.max(1, keepdims=True))
+    probs /= probs.sum(1, keepdims=True)
+    raw = np.exp(int8_logits - int8_logits.max(1, keepdims=True))
+    raw /= raw.sum(1, keepdims=True)
+
+    tokenizer, model = torch_model(dirs["train"])
+    import torch
+
+    def torch_one(text: str) -> Any:
+        with torch.no_grad():
+            batch = tokenizer(text, truncation=True, max_length=facts["max_length"], return_tensors="pt")
+            return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+
+    sample = texts[: args.queries]
+    bundle_p50, bundle_p99 = percentiles(time_each(lambda t: router.predict([t]), sample))
+    torch_p50, torch_p99 = percentiles(time_each(torch_one, sample))
+    started = time.perf_counter()
+    router.predict(texts)
+    exact_throughput = len(texts) / (time.perf_counter() - started)
+    started = time.perf_counter()
+    int8.logits(texts, batch_size=64, exact=False)
+    padded_throughput = len(texts) / (time.perf_counter() - started)
+
+    train_rows = read_jsonl(dirs["split"] / "train.jsonl")[: args.train_rows]
+    trainer_params = {
+        k: v
+        for k, v in read_json(dirs["train"] / "manifest.json")["inputs"]["config"]["trainer"].items()
+        if k != "plugin"
+    }
+    ours = our_epoch(train_rows, labels, dirs["train"] / "model", trainer_params, args.outputs / "bench-train")
+    plain = plain_loop_epoch(
+        dirs["train"], train_rows, labels, trainer_params["batch_size"], trainer_params["lr"], facts["max_length"]
+    )
+
+    size_mb = (bundle / "model.onnx").stat().st_size / 1e6
+    rows = [
+        (
+            "machine",
+            f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+        ),
+        ("recipe / test rows", f"{args.recipe} / {len(texts)} ({evidence})"),
+        ("test accuracy, INT8 bundle", f"{100 * float((int8_logits.argmax(1) == truth).mean()):.2f}%"),
+        ("test accuracy, fp32 ONNX", f"{100 * float((fp32_logits.argmax(1) == truth).mean()):.2f}%"),
+        (
+            "test ECE before -> after calibration",
+            f"{ece(raw, truth):.4f} -> {ece(probs, truth):.4f} (T={calibration['temperature']:.3f})",
+        ),
+        ("model.onnx size", f"{size_mb:.1f} MB"),
+        ("single query p50 / p99, INT8 bundle (Router)", f"{bundle_p50:.2f} / {bundle_p99:.2f} ms"),
+        ("single query p50 / p99, PyTorch fp32 eager", f"{torch_p50:.2f} / {torch_p99:.2f} ms"),
+        ("p50 speed-up, bundle vs PyTorch", f"{torch_p50 / bundle_p50:.2f}x"),
+        ("throughput, Router (one text per run, exact)", f"{exact_throughput:.0f} texts/s"),
+        ("throughput, padded batches of 64 (not exact)", f"{padded_throughput:.0f} texts/s"),
+        (f"train epoch on {len(train_rows)} rows, intentcraft", f"{ours:.1f} s"),
+        (f"train epoch on {len(train_rows)} rows, plain transformers loop", f"{plain:.1f} s"),
+        ("training time ratio plain / intentcraft", f"{plain / ours:.2f}x"),
+    ]
+    width = max(len(name) for name, _ in rows)
+    for name, value in rows:
+        print(f"{name:<{width}}  {value}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,195 @@
+"""The ``predict`` and ``verify`` verbs.
+
+Importing this module is cheap (no onnxruntime): the runtime loads only when a verb runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import IO, TYPE_CHECKING
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from framework.errors import UserInputError
+
+if TYPE_CHECKING:
+    from framework.runtime.router import RouteResult
+
+OUT = Console()
+ERR = Console(stderr=True)
+
+PREDICT_EPILOG = """examples:
+  intentcraft predict outputs/bundle "who calls authenticate_user"
+  intentcraft predict outputs/bundle < queries.txt                # one JSON object per line
+  intentcraft predict outputs/bundle --input queries.txt --output routes.jsonl
+The bundle's checksums are always verified first. exit codes: 0 ok, 2 bad input or bundle"""
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def add_predict_parser(verbs: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register ``intentcraft predict BUNDLE [TEXT]``."""
+    parser = verbs.add_parser(
+        "predict",
+        help="route text with a bundle: intent, calibrated confidence, runners-up, accept or abstain",
+        description="Route text with a bundle. One TEXT prints a summary; lines from stdin or --input "
+        "print one JSON object per line (fields of RouteResult).",
+        epilog=PREDICT_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "bundle", metavar="BUNDLE", type=Path, help="the bundle directory (with model.onnx and checksums.json)"
+    )
+    parser.add_argument(
+        "text", metavar="TEXT", nargs="?", help="the text to route (quote it); omitted: one text per line of stdin"
+    )
+    parser.add_argument("-i", "--input", metavar="FILE", help="read one text per line from FILE ('-' = stdin)")
+    parser.add_argument("-o", "--output", metavar="FILE", type=Path, help="write the JSON lines to FILE (atomically)")
+    parser.add_argument("--jsonl", action="store_true", help="print JSON lines even for a single TEXT")
+    parser.add_argument(
+        "--top-k", metavar="K", type=_positive_int, default=3, help="labels to show per text (default: 3)"
+    )
+    parser.add_argument(
+        "--threads", metavar="N", type=_positive_int, help="onnxruntime threads (default: available CPUs, max 8)"
+    )
+    return parser
+
+
+def add_verify_parser(verbs: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register ``intentcraft verify BUNDLE``."""
+    parser = verbs.add_parser(
+        "verify",
+        help="check a bundle's files against checksums.json and its JSON files against their schemas",
+        description="Check a bundle: every file against checksums.json (SHA-256), no file added or missing, "
+        "and labels.json, calibration.json and bundle.json against their schemas. exit codes: 0 ok, 2 not ok",
+    )
+    parser.add_argument("bundle", metavar="BUNDLE", type=Path, help="the bundle directory")
+    return parser
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    """``intentcraft verify``: print a one-line summary, or raise the BundleError (exit 2)."""
+    from framework.runtime.bundle import verify_bundle
+
+    info = verify_bundle(args.bundle)
+    calibration = info.calibration
+    labels = ", ".join(info.labels)
+    OUT.print(
+        f"[green]OK[/] {escape(str(info.path))}: {len(info.files)} files match checksums.json (sha256); "
+        f"{len(info.labels)} labels ({escape(labels)}); fallback intent: {escape(str(calibration.fallback_intent))}; "
+        f"temperature {calibration.temperature:.4g}, global threshold {calibration.global_threshold:.4g}; "
+        f"recipe {escape(info.manifest.recipe)}, max_length {info.manifest.max_length}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    """``intentcraft predict``: one TEXT as a summary, or lines in and JSON lines out."""
+    from framework.runtime.router import CHUNK, Router
+
+    if args.text is not None and args.input is not None:
+        raise UserInputError("give either TEXT or --input FILE, not both (use --input - to read stdin).")
+    source = args.input or "-"
+    texts = [args.text] if args.text is not None else _read_lines(source)
+    interactive = args.text is None and source == "-" and sys.stdin.isatty()  # answer each line as typed
+    router = Router.load(args.bundle, verify=True, threads=args.threads)
+    if args.text is not None and not args.jsonl and args.output is None:
+        _print_result(router.predict(args.text, top_k=args.top_k)[0])
+        return 0
+    results = router.iter_predict(texts, args.top_k, chunk_size=1 if interactive else CHUNK)
+    lines = (json.dumps(result.to_dict(), ensure_ascii=False) + "\n" for result in results)
+    if args.output is not None:
+        count = _write_atomically(args.output, lines)
+        ERR.print(f"wrote {count} results to {escape(str(args.output))}", highlight=False)
+        return 0
+    with contextlib.suppress(BrokenPipeError):
+        for line in lines:
+            sys.stdout.buffer.write(line.encode("utf-8"))
+            if interactive:
+                sys.stdout.flush()
+        sys.stdout.flush()
+        return 0
+    _silence_stdout()
+    return 0
+
+
+def _print_result(result: RouteResult) -> None:
+    """The human summary of one routed text."""
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("text", escape(result.text if len(result.text) <= 200 else result.text[:200] + "…"))
+    table.add_row("intent", escape(str(result.intent)))
+    if result.decision == "accept":
+        table.add_row("decision", "[green]accept[/]")
+    else:
+        table.add_row("decision", f"[yellow]abstain[/] to the fallback intent {escape(str(result.intent))}")
+        table.add_row("reason", escape(result.reason))
+    if result.predicted is not None:
+        table.add_row("predicted", f"{escape(result.predicted)} (calibrated confidence {result.confidence:.3f})")
+    if result.runners_up:
+        table.add_row("runners-up", ", ".join(f"{escape(label)} {p:.3f}" for label, p in result.runners_up))
+    if result.error:
+        table.add_row("error", escape(result.error))
+    OUT.print(table)
+
+
+def _read_lines(source: str) -> Iterator[str]:
+    """Lines of a file or stdin ('-') as text, without their line ends; bad UTF-8 becomes U+FFFD."""
+    if source != "-" and not Path(source).is_file():
+        raise UserInputError(f"cannot read --input {source}: no such file. Give a text file, one text per line.")
+    if source == "-" and sys.stdin.isatty():
+        ERR.print("reading texts from stdin, one per line (end with Ctrl-D)", highlight=False)
+    return _decoded(sys.stdin.buffer) if source == "-" else _decoded_file(Path(source))
+
+
+def _decoded_file(path: Path) -> Iterator[str]:
+    with path.open("rb") as handle:
+        yield from _decoded(handle)
+
+
+def _decoded(handle: IO[bytes]) -> Iterator[str]:
+    for raw in handle:
+        yield raw.decode("utf-8", "replace").rstrip("\r\n")
+
+
+def _write_atomically(path: Path, lines: Iterable[str]) -> int:
+    """Stream lines into a temporary sibling of ``path``, then rename it into place; returns the count."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    count = 0
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            for line in lines:
+                handle.write(line)
+                count += 1
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return count
+
+
+def _silence_stdout() -> None:
+    """After a closed pipe (``| head``), point stdout at /dev/null so the interpreter exits quietly."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
