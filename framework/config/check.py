@@ -126,10 +126,30 @@ def bind_plugin(
     try:
         params = spec.params.model_validate(own)
     except ValidationError as exc:
-        return issues + issues_from_validation(exc, spec.params, path, owner=f"plugin {spec.id}")
+        found = issues_from_validation(exc, spec.params, path, owner=f"plugin {spec.id}")
+        return issues + _explain_leftover_keys(found, own, spec, registry, path)
     if issues or section is None:
         return issues
     return BoundPlugin(path, spec, params, section)
+
+
+def _explain_leftover_keys(
+    found: list[ConfigIssue], own: dict[str, Any], spec: PluginSpec, registry: Registry, path: str
+) -> list[ConfigIssue]:
+    """When every unknown key belongs to another plugin, say so once instead of listing each key."""
+    unknown = [i for i in found if i.message.startswith("unknown key")]
+    keys = {i.path.rsplit(".", 1)[-1] for i in unknown}
+    if len(keys) < 2:
+        return found
+    owner = next((o for o in registry.all() if o.id != spec.id and keys <= set(o.params.model_fields)), None)
+    if owner is None:
+        return found
+    message = (
+        f"keys {', '.join(sorted(keys))} belong to plugin {owner.id}, not {spec.id}: changing only "
+        f"{path}.plugin keeps the old plugin's keys; replace the whole section (a conf group option, "
+        f"e.g. {path.split('.')[0]}=NAME, or the section in the recipe)"
+    )
+    return [i for i in found if i not in unknown] + [ConfigIssue(path, message)]
 
 
 def _template_issues(config: RecipeConfig) -> list[ConfigIssue]:

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from framework.errors import GateFailed
+from framework.errors import GateFailed, RecipeError
 from framework.io import read_json
 from framework.pipeline import Pipeline, State
 from framework.plugin_api import ExportContext, ExportResult
@@ -102,21 +102,43 @@ def lossy(params: LossyParams, ctx: ExportContext) -> ExportResult:
     return ExportResult(model_path=path, reference_accuracy=0.9, exported_accuracy=0.9 - params.drop)
 
 
-def test_accuracy_drop_gate_fails_with_both_numbers(built: Pipeline) -> None:
+def lossy_recipe(directory: Path, drop: float) -> Path:
+    """A recipe over tiny.yaml whose export section is the lossy test plugin (the whole section replaced)."""
+    (directory / "tiny.yaml").write_text(TINY.read_text())
+    path = directory / f"lossy_{int(drop * 100)}.yaml"
+    path.write_text(
+        "defaults:\n  - tiny\n  - override /export: null\n  - _self_\n"
+        f"export: {{plugin: lossy, max_accuracy_drop: 0.02, drop: {drop}}}\n"
+    )
+    return path
+
+
+def test_accuracy_drop_gate_fails_with_both_numbers(built: Pipeline, tmp_path: Path) -> None:
     with plugin_namespace("tests"):
         exporters.register("lossy", params=LossyParams)(lossy)
-    model = Path(built.recipe.bound("trainer").params.model)
-    failing = load_recipe(TINY, *tiny_model_overrides(model), "export.plugin=lossy", "+export.drop=0.05")
+    overrides = tiny_model_overrides(Path(built.recipe.bound("trainer").params.model))
+    failing = load_recipe(lossy_recipe(tmp_path, 0.05), *overrides)
     with pytest.raises(GateFailed) as caught:
         Pipeline(STAGES, failing, built.outputs).run(lambda plan, action: None)
     message = str(caught.value)
     assert "0.8500 against 0.9000" in message and "export.max_accuracy_drop=0.02" in message
-    passing = load_recipe(TINY, *tiny_model_overrides(model), "export.plugin=lossy", "+export.drop=0.01")
+    assert caught.value.exit_code == 1
+    passing = load_recipe(lossy_recipe(tmp_path, 0.01), *overrides)
     done: dict[str, str] = {}
     Pipeline(STAGES, passing, built.outputs).run(
         lambda plan, action: done.setdefault(plan.stage.name, action), until="export"
     )
     assert done["export"] == "ran"
+
+
+def test_switching_only_the_plugin_name_explains_the_leftover_keys(built: Pipeline) -> None:
+    with plugin_namespace("tests"):
+        exporters.register("lossy", params=LossyParams)(lossy)
+    with pytest.raises(RecipeError) as caught:
+        load_recipe(TINY, "export.plugin=lossy")
+    rendered = caught.value.render()
+    assert "belong to plugin builtin.onnx.v1, not tests.lossy.v1" in rendered
+    assert rendered.count("unknown key") == 0
 
 
 def test_cli_run_then_predict(tmp_path: Path, tiny_encoder: Path) -> None:
