@@ -43,7 +43,7 @@ class OnnxParams(PluginParams):
     opset: int = Field(default=17, ge=14, le=21)
     optimize: bool = True
     quantize: bool = True
-    op_types: list[str] = Field(default_factory=lambda: ["MatMul", "Attention"])
+    op_types: list[str] = Field(default_factory=lambda: ["MatMul", "Attention", "EmbedLayerNormalization", "Gather"])
     per_channel: bool = False
     reduce_range: bool = False
     parity_rows: int = Field(default=32, ge=1, le=10_000)
