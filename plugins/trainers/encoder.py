@@ -8,6 +8,7 @@ import os
 import random
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
@@ -133,14 +134,56 @@ def evaluate(
     return {"accuracy": correct / len(data), "loss": loss_sum / len(data)}
 
 
-def _train_epoch(model: Any, data: Encoded, optimizer: Any, scheduler: Any, setup: dict[str, Any], bar: Any) -> float:
+def _labels_of(rows: list[dict[str, Any]], labels: list[str]) -> list[int]:
+    index = {label: i for i, label in enumerate(labels)}
+    return [index[row["intent"]] for row in rows]
+
+
+@dataclass
+class _Session:
+    """Everything one fine-tuning run works with."""
+
+    params: EncoderParams
+    model: Any
+    tokenizer: Any
+    origin: str
+    device: torch.device
+    dtype: torch.dtype | None
+    train: Encoded
+    evals: Encoded
+    rng: random.Random
+    scaler: Any = None
+
+    @property
+    def pad_id(self) -> int:
+        return self.tokenizer.pad_token_id or 0
+
+
+def _prepare(
+    train_rows: list[dict], eval_rows: list[dict], params: EncoderParams, ctx: TrainContext, seed: int
+) -> _Session:
+    torch.manual_seed(seed)
+    torch.set_num_threads(params.threads or os.cpu_count() or 1)
+    device, dtype = _device_and_precision(params, ctx.warn)
+    if device.type == "cpu":
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    tokenizer, model, origin = _load(params, ctx.labels)
+    model.to(device)
+    train = encode(tokenizer, [r["text"] for r in train_rows], _labels_of(train_rows, ctx.labels), params.max_length)
+    evals = encode(tokenizer, [r["text"] for r in eval_rows], _labels_of(eval_rows, ctx.labels), params.max_length)
+    if not len(evals):
+        ctx.warn("the eval split is empty: no early stopping, the last epoch is kept")
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+    return _Session(params, model, tokenizer, origin, device, dtype, train, evals, random.Random(seed), scaler)
+
+
+def _train_epoch(session: _Session, optimizer: Any, scheduler: Any, bar: Any) -> float:
+    model, params, scaler = session.model, session.params, session.scaler
     model.train()
-    device, dtype, params = setup["device"], setup["dtype"], setup["params"]
-    scaler = setup["scaler"]
     seen, loss_sum, started = 0, 0.0, time.perf_counter()
-    batches = length_grouped_batches(data, params.batch_size, setup["rng"], params.group_by_length)
-    for size, batch in _batches(data, batches, setup["pad_id"], device):
-        with _autocast(device, dtype):
+    batches = length_grouped_batches(session.train, params.batch_size, session.rng, params.group_by_length)
+    for size, batch in _batches(session.train, batches, session.pad_id, session.device):
+        with _autocast(session.device, session.dtype):
             loss = model(**batch).loss
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
@@ -156,92 +199,75 @@ def _train_epoch(model: Any, data: Encoded, optimizer: Any, scheduler: Any, setu
     return loss_sum / seen
 
 
-def _labels_of(rows: list[dict[str, Any]], labels: list[str]) -> list[int]:
-    index = {label: i for i, label in enumerate(labels)}
-    return [index[row["intent"]] for row in rows]
+def _epoch_record(session: _Session, epoch: int, loss: float, seconds: float) -> dict[str, Any]:
+    evals = session.evals
+    scores = evaluate(session.model, evals, session.pad_id, session.device, session.dtype) if len(evals) else {}
+    return {
+        "epoch": epoch,
+        "loss": loss,
+        "eval_accuracy": scores.get("accuracy"),
+        "eval_loss": scores.get("loss"),
+        "seconds": round(seconds, 2),
+        "examples_per_second": round(len(session.train) / seconds, 1),
+    }
+
+
+def _score(record: dict[str, Any]) -> tuple[float, float]:
+    """Higher is better: eval accuracy, then lower eval loss; without eval, later epochs win."""
+    if record["eval_accuracy"] is None:
+        return (record["epoch"], 0.0)
+    return (record["eval_accuracy"], -record["eval_loss"])
+
+
+def _fit(session: _Session, ctx: TrainContext) -> list[dict[str, Any]]:
+    """Train epoch by epoch, keep the best weights, stop early when eval accuracy stalls."""
+    params = session.params
+    steps_per_epoch = -(-len(session.train) // params.batch_size)
+    optimizer, scheduler = _optimizer(session.model, params, steps_per_epoch * params.epochs)
+    history: list[dict[str, Any]] = []
+    best_state, stale = None, 0
+    for epoch in range(1, params.epochs + 1):
+        started = time.perf_counter()
+        bar = ctx.task(f"train: epoch {epoch}/{params.epochs}", steps_per_epoch)
+        loss = _train_epoch(session, optimizer, scheduler, bar)
+        record = _epoch_record(session, epoch, loss, time.perf_counter() - started)
+        history.append(record)
+        shown = "n/a" if record["eval_accuracy"] is None else f"{record['eval_accuracy']:.4f}"
+        ctx.log(f"epoch {epoch}/{params.epochs}: train loss {loss:.4f}, eval accuracy {shown}, {record['seconds']} s")
+        if best_state is None or _score(record) > max(_score(h) for h in history[:-1]):
+            best_state, stale = copy.deepcopy(session.model.state_dict()), 0
+            continue
+        stale += 1
+        if params.early_stopping_patience and len(session.evals) and stale >= params.early_stopping_patience:
+            ctx.log(f"early stopping after epoch {epoch}: no better eval accuracy for {stale} epochs")
+            break
+    session.model.load_state_dict(best_state)
+    return history
 
 
 @trainers.register("encoder", params=EncoderParams)
 def encoder(train_rows: list[dict], eval_rows: list[dict], params: EncoderParams, ctx: TrainContext) -> TrainResult:
     """Fine-tune a transformer encoder for sequence classification, keeping the best epoch on the eval split."""
     seed = ctx.seed if params.seed is None else params.seed
-    torch.manual_seed(seed)
-    torch.set_num_threads(params.threads or os.cpu_count() or 1)
-    device, dtype = _device_and_precision(params, ctx.warn)
-    if device.type == "cpu":
-        torch.use_deterministic_algorithms(True, warn_only=True)
-    tokenizer, model, origin = _load(params, ctx.labels)
-    model.to(device)
-    pad_id = tokenizer.pad_token_id or 0
-    train = encode(tokenizer, [r["text"] for r in train_rows], _labels_of(train_rows, ctx.labels), params.max_length)
-    evals = encode(tokenizer, [r["text"] for r in eval_rows], _labels_of(eval_rows, ctx.labels), params.max_length)
-    if not len(evals):
-        ctx.warn("the eval split is empty: no early stopping, the last epoch is kept")
-    steps_per_epoch = -(-len(train) // params.batch_size)
-    optimizer, scheduler = _optimizer(model, params, steps_per_epoch * params.epochs)
-    setup = {
-        "device": device,
-        "dtype": dtype,
-        "params": params,
-        "pad_id": pad_id,
-        "rng": random.Random(seed),
-        "scaler": torch.amp.GradScaler(device.type, enabled=dtype == torch.float16),
-    }
-    history, best, best_state, stale = [], None, None, 0
-    for epoch in range(1, params.epochs + 1):
-        started = time.perf_counter()
-        loss = _train_epoch(
-            model,
-            train,
-            optimizer,
-            scheduler,
-            setup,
-            ctx.task(f"train: epoch {epoch}/{params.epochs}", steps_per_epoch),
-        )
-        seconds = time.perf_counter() - started
-        scores = evaluate(model, evals, pad_id, device, dtype) if len(evals) else {"accuracy": None, "loss": None}
-        history.append(
-            {
-                "epoch": epoch,
-                "loss": loss,
-                "eval_accuracy": scores["accuracy"],
-                "eval_loss": scores["loss"],
-                "seconds": round(seconds, 2),
-                "examples_per_second": round(len(train) / seconds, 1),
-            }
-        )
-        shown = "n/a" if scores["accuracy"] is None else f"{scores['accuracy']:.4f}"
-        ctx.log(f"epoch {epoch}/{params.epochs}: train loss {loss:.4f}, eval accuracy {shown}, {seconds:.1f} s")
-        key = (scores["accuracy"], -(scores["loss"] or 0)) if scores["accuracy"] is not None else (epoch, 0)
-        if best is None or key > best:
-            best, best_state, stale = key, copy.deepcopy(model.state_dict()), 0
-        else:
-            stale += 1
-            if params.early_stopping_patience and len(evals) and stale >= params.early_stopping_patience:
-                ctx.log(f"early stopping after epoch {epoch}: no better eval accuracy for {stale} epochs")
-                break
-    model.load_state_dict(best_state)
+    session = _prepare(train_rows, eval_rows, params, ctx, seed)
+    history = _fit(session, ctx)
     out = ctx.work_dir / "model"
-    model.to("cpu").save_pretrained(out, safe_serialization=True)
-    tokenizer.save_pretrained(out)
-    best_epoch = (
-        max(history, key=lambda h: (h["eval_accuracy"] or 0, -(h["eval_loss"] or 0)))["epoch"]
-        if len(evals)
-        else len(history)
-    )
+    session.model.to("cpu").save_pretrained(out, safe_serialization=True)
+    session.tokenizer.save_pretrained(out)
+    best = max(history, key=_score)
     metrics = {
         "model": params.model,
-        "model_origin": origin,
-        "device": device.type,
-        "precision": str(dtype or "fp32"),
+        "model_origin": session.origin,
+        "device": session.device.type,
+        "precision": str(session.dtype or "fp32"),
         "threads": torch.get_num_threads(),
-        "train_rows": len(train),
-        "eval_rows": len(evals),
+        "train_rows": len(session.train),
+        "eval_rows": len(session.evals),
         "seed": seed,
         "epochs_run": len(history),
-        "best_epoch": best_epoch,
+        "best_epoch": best["epoch"],
+        "best_eval_accuracy": best["eval_accuracy"],
         "history": history,
-        "best_eval_accuracy": next((h["eval_accuracy"] for h in history if h["epoch"] == best_epoch), None),
         "seconds_per_epoch": round(sum(h["seconds"] for h in history) / len(history), 2),
     }
     atomic_write_json(ctx.work_dir / "training.json", metrics)
