@@ -167,7 +167,13 @@ def test_training_is_deterministic_on_cpu(tmp_path: Path, tiny_encoder: Path) ->
 @pytest.mark.slow
 def test_real_minilm_on_a_small_recipe(tmp_path: Path) -> None:
     """The real all-MiniLM-L6-v2 (offline package, checksum verified) end to end on the tiny recipe."""
-    overrides = ("generate.samples_per_intent=120", "trainer.epochs=2", "calibrate.max_ece=null")
+    overrides = (
+        "generate.samples_per_intent=150",
+        "trainer.epochs=4",
+        "trainer.lr=1e-4",
+        "trainer.batch_size=16",
+        "calibrate.max_ece=null",
+    )
     done = run_cli("run", f"recipe={TINY}", *overrides, cwd=tmp_path, timeout=1200)
     assert done.returncode == 0, done.stdout + done.stderr
     train = next((tmp_path / "outputs" / "cache" / "train").iterdir())
