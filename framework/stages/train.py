@@ -29,7 +29,7 @@ def run_train(run: StageRun) -> dict[str, Any]:
     result = bound.spec.func(split_rows(run, "train"), split_rows(run, "eval"), bound.params, context)
     max_length = getattr(bound.params, "max_length", 128)
     atomic_write_json(run.work_dir / RUNTIME_FILE, {"labels": labels, "max_length": max_length})
-    return {"train": result.metrics, "model_dir": result.model_dir.name}
+    return {"train": result.metrics, "model_dir": result.model_dir.name, "max_length": max_length}
 
 
 def _model_files(recipe: ValidatedRecipe) -> list:
