@@ -10,7 +10,6 @@ import contextlib
 import json
 import os
 import sys
-import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
@@ -20,6 +19,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from framework.errors import UserInputError
+from framework.io import atomic_open
 
 if TYPE_CHECKING:
     from framework.runtime.router import RouteResult
@@ -115,7 +115,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     results = router.iter_predict(texts, args.top_k, chunk_size=1 if interactive else CHUNK)
     lines = (json.dumps(result.to_dict(), ensure_ascii=False) + "\n" for result in results)
     if args.output is not None:
-        count = _write_atomically(args.output, lines)
+        count = _write_lines(args.output, lines)
         ERR.print(f"wrote {count} results to {escape(str(args.output))}", highlight=False)
         return 0
     with contextlib.suppress(BrokenPipeError):
@@ -169,23 +169,13 @@ def _decoded(handle: IO[bytes]) -> Iterator[str]:
         yield raw.decode("utf-8", "replace").rstrip("\r\n")
 
 
-def _write_atomically(path: Path, lines: Iterable[str]) -> int:
-    """Stream lines into a temporary sibling of ``path``, then rename it into place; returns the count."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+def _write_lines(path: Path, lines: Iterable[str]) -> int:
+    """Stream lines into ``path`` atomically; returns the count."""
     count = 0
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            for line in lines:
-                handle.write(line)
-                count += 1
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with atomic_open(path) as handle:
+        for line in lines:
+            handle.write(line)
+            count += 1
     return count
 
 

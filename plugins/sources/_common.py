@@ -124,6 +124,14 @@ def missing_column_error(
     )
 
 
+def decode_error(ctx: SourceContext, params: Any, exc: UnicodeDecodeError) -> StageError:
+    """The error for a file that is not in the encoding its source declares."""
+    return StageError(
+        f"{key(ctx, 'encoding')}: {params.path} is not valid {params.encoding} ({exc.reason} at byte "
+        f"{exc.start}). Set {key(ctx, 'encoding')} to the file's encoding (e.g. latin-1 or cp1252)."
+    )
+
+
 def empty_file_error(ctx: SourceContext, file: str, detail: str = "has no data rows") -> StageError:
     """The file holds nothing to read."""
     return StageError(

@@ -15,6 +15,7 @@ from framework.plugins.sources._common import (
     Record,
     RowBuilder,
     check_file,
+    decode_error,
     emit_rows,
     empty_file_error,
     key,
@@ -79,10 +80,7 @@ def csv_source(params: CsvParams, ctx: SourceContext) -> Iterator[dict[str, Any]
     try:
         yield from _read(params, ctx)
     except UnicodeDecodeError as exc:
-        raise StageError(
-            f"{key(ctx, 'encoding')}: {params.path} is not valid {params.encoding} ({exc.reason} at byte "
-            f"{exc.start}). Set {key(ctx, 'encoding')} to the file's encoding (e.g. latin-1 or cp1252)."
-        ) from None
+        raise decode_error(ctx, params, exc) from None
     except csv.Error as exc:
         raise StageError(
             f"{key(ctx, 'path')}: {params.path} is not a readable CSV file ({exc}). Check the file, and "

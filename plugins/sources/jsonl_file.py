@@ -15,6 +15,7 @@ from framework.plugins.sources._common import (
     Record,
     RowBuilder,
     check_file,
+    decode_error,
     emit_rows,
     empty_file_error,
     key,
@@ -84,7 +85,4 @@ def jsonl_source(params: JsonlParams, ctx: SourceContext) -> Iterator[dict[str, 
     try:
         yield from _read(params, ctx)
     except UnicodeDecodeError as exc:
-        raise StageError(
-            f"{key(ctx, 'encoding')}: {params.path} is not valid {params.encoding} ({exc.reason} at byte "
-            f"{exc.start}). Set {key(ctx, 'encoding')} to the file's encoding."
-        ) from None
+        raise decode_error(ctx, params, exc) from None
