@@ -22,6 +22,8 @@ class Encoded:
 
 def encode(tokenizer: object, texts: Sequence[str], labels: Sequence[int], max_length: int) -> Encoded:
     """Tokenise once, truncating to ``max_length``; padding happens per batch."""
+    if not texts:
+        return Encoded([], [])
     batch = tokenizer(list(texts), truncation=True, max_length=max_length, padding=False)  # type: ignore[operator]
     return Encoded(list(batch["input_ids"]), list(labels))
 
