@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/bench_router.py                    # recipe banking77, from the repository root
     .venv/bin/python bench/bench_router.py --recipe code_search --queries 200
+    .venv/bin/python bench/bench_router.py --run outputs/runs/banking77/<time>     # measure a finished run
 
 It builds (or reuses from the cache) every stage of the recipe, then measures on the test split:
 accuracy and ECE of the shipped INT8 bundle, INT8 vs fp32 accuracy, single-query latency of the bundle vs
@@ -117,9 +118,13 @@ def main() -> None:
     parser.add_argument("--outputs", type=Path, default=Path("outputs"))
     parser.add_argument("--queries", type=int, default=300, help="queries timed one by one per model")
     parser.add_argument("--train-rows", type=int, default=2000, help="rows for the training-speed comparison")
+    parser.add_argument("--run", type=Path, help="measure a finished run directory (its run.json) instead of building")
     args = parser.parse_args()
 
-    dirs = build(args.recipe, args.outputs)
+    if args.run:
+        dirs = {name: Path(stage["dir"]) for name, stage in read_json(args.run / "run.json")["stages"].items()}
+    else:
+        dirs = build(args.recipe, args.outputs)
     bundle = dirs["bundle"] / "bundle"
     router = Router.load(bundle)
     labels = list(router.labels)
