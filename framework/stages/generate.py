@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from framework.config.check import BoundPlugin, ValidatedRecipe
-from framework.errors import StageError
+from framework.errors import StageError, UserInputError
 from framework.io import write_jsonl
 from framework.pipeline import StageDef, StageRun
 from framework.plugin_api import GenerateContext, SourceContext
@@ -71,9 +71,17 @@ def _run_source(run: StageRun, name: str, bound: BoundPlugin) -> list[dict[str, 
 def source_files(recipe: ValidatedRecipe) -> list[Path]:
     """Every file the recipe's sources read (their bytes feed the generate stage's fingerprint)."""
     files: list[Path] = []
-    for bound in recipe.sources.values():
+    for name, bound in recipe.sources.items():
         lister = getattr(bound.params, "files", None)
-        files += lister() if callable(lister) else []
+        listed = lister() if callable(lister) else []
+        missing = [path for path in listed if not Path(path).is_file()]
+        if missing:
+            raise UserInputError(
+                f"sources.{name}: {missing[0]} does not exist (relative paths are relative to the working "
+                f"directory, {Path.cwd()}). Fix sources.{name}.path in {recipe.source} or run from the directory "
+                "it is relative to."
+            )
+        files += listed
     return files
 
 

@@ -183,3 +183,10 @@ def test_third_party_plugin_from_entry_point_runs_from_a_recipe(tmp_path: Path) 
     banned = [r for r in rejected if r["rejection"]["layer"] == "banned"]
     assert banned and all("callers" in r["text"].split() for r in banned)
     assert all(r["rejection"]["rule"] == "banned" for r in banned)
+
+
+def test_missing_source_file_is_one_clear_error(tmp_path: Path) -> None:
+    done = run_cli("run", "recipe=banking77", "sources.train.path=missing.csv", "--until", "generate", cwd=tmp_path)
+    assert done.returncode == 2
+    assert "sources.train:" in done.stderr and "missing.csv does not exist" in done.stderr
+    assert "Traceback" not in done.stderr + done.stdout
