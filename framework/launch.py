@@ -16,6 +16,7 @@ from framework.errors import IntentcraftError
 from framework.io import atomic_write_json, atomic_write_text
 from framework.pipeline import Pipeline, StagePlan
 from framework.plugin_api import ReportContext
+from framework.progress import STDERR
 from framework.redact import redact
 from framework.stages import STAGES
 from framework.summary import print_run_summary
@@ -109,7 +110,7 @@ def launch(ref: RecipeRef, multirun: bool, options: RunOptions, console: Console
         try:
             run_recipe(container, str(ref.path), Path(hydra_cfg.runtime.output_dir), options, console)
         except IntentcraftError as exc:
-            console.print("[bold red]error:[/] " + escape(str(exc)), highlight=False, soft_wrap=True)
+            STDERR.print("[bold red]error:[/] " + escape(str(exc)), highlight=False, soft_wrap=True)
             if hydra_cfg.mode != RunMode.MULTIRUN:
                 raise SystemExit(exc.exit_code) from None
             failures.append(exc.exit_code)

@@ -95,8 +95,8 @@ def test_gate_failure_exits_1_and_keeps_earlier_stages(tmp_path: Path) -> None:
         cwd=tmp_path,
     )
     assert done.returncode == 1, done.stdout + done.stderr
-    assert "more than validate.max_rejected_fraction=0.0" in done.stdout
-    assert "kept in" in done.stdout
+    assert "more than validate.max_rejected_fraction=0.0" in done.stderr
+    assert "kept in" in done.stderr
     status = run_cli(
         "status",
         f"recipe={TINY}",
