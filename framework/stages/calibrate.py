@@ -11,17 +11,15 @@ from framework.io import atomic_write_json
 from framework.pipeline import StageDef, StageRun
 from framework.plugin_api import CalibrateContext
 from framework.runtime.onnx_classifier import OnnxTextClassifier
-from framework.stages.common import runtime_facts, split_rows
+from framework.stages.common import exported_model_path, runtime_facts, split_rows
 
 CALIBRATION_FILE = "calibration.json"
 
 
 def exported_model(run: StageRun) -> tuple[OnnxTextClassifier, dict[str, Any]]:
     """The exported model (as the runtime will run it) and the trained model's labels and max_length."""
-    from framework.io import read_json
-
     facts = runtime_facts(run.inputs["train"])
-    model_file = run.inputs["export"] / read_json(run.inputs["export"] / "manifest.json")["model_file"]
+    model_file = exported_model_path(run.inputs["export"])
     tokenizer = run.inputs["train"] / "model" / "tokenizer.json"
     return OnnxTextClassifier(model_file, tokenizer, facts["max_length"]), facts
 

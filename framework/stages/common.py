@@ -24,6 +24,11 @@ def runtime_facts(train_dir: Path) -> dict[str, Any]:
     return read_json(train_dir / RUNTIME_FILE)
 
 
+def exported_model_path(export_dir: Path) -> Path:
+    """The model file the export stage ships (named in its manifest)."""
+    return export_dir / read_json(export_dir / "manifest.json")["model_file"]
+
+
 def say(message: str) -> None:
     """A line for the user (stderr, beside the progress bars) and for the run log."""
     STDERR.print(message, highlight=False)

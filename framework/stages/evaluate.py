@@ -8,12 +8,12 @@ from pathlib import Path
 from typing import Any
 
 from framework import __version__
-from framework.io import atomic_write_json, atomic_write_text, read_json, write_jsonl
+from framework.io import atomic_write_json, atomic_write_text, write_jsonl
 from framework.metrics import evaluate_rows, plot_confusion_matrix
 from framework.pipeline import StageDef, StageRun
 from framework.runtime import Router, write_checksums
 from framework.stages.calibrate import CALIBRATION_FILE
-from framework.stages.common import runtime_facts, split_rows
+from framework.stages.common import exported_model_path, runtime_facts, split_rows
 
 CANDIDATE = "bundle"
 
@@ -23,7 +23,7 @@ def assemble_bundle(run: StageRun, target: Path, card: str, extra: dict[str, Any
     train_dir, export_dir = run.inputs["train"], run.inputs["export"]
     facts = runtime_facts(train_dir)
     target.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(export_dir / read_json(export_dir / "manifest.json")["model_file"], target / "model.onnx")
+    shutil.copyfile(exported_model_path(export_dir), target / "model.onnx")
     shutil.copyfile(train_dir / "model" / "tokenizer.json", target / "tokenizer.json")
     shutil.copyfile(run.inputs["calibrate"] / CALIBRATION_FILE, target / "calibration.json")
     atomic_write_json(target / "labels.json", {"labels": facts["labels"]})
