@@ -18,7 +18,7 @@ install:
 		echo "no CUDA: installing $(TORCH) (CPU)"; \
 		$(BIN)/python -m pip install --quiet "$(TORCH)" $(TORCH_PIP_ARGS); \
 	fi
-	$(BIN)/python -m pip install --quiet -e ".[train,dev]"
+	$(BIN)/python -m pip install --quiet -e ".[train,llm,dev]"
 	$(BIN)/intentcraft --version
 
 run:

@@ -37,6 +37,16 @@ EPILOG = """examples:
 exit codes: 0 ok, 1 a gate failed, 2 bad input"""
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every verb."""
     parser = argparse.ArgumentParser(
@@ -58,6 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--force", action="store_true", help="recompute every stage even if it is current")
     run.add_argument(
         "--until", choices=STAGE_NAMES, metavar="STAGE", help=f"stop after this stage ({', '.join(STAGE_NAMES)})"
+    )
+    run.add_argument(
+        "--limit",
+        type=_positive_int,
+        metavar="N",
+        help="request at most N records per LLM generator in this run (a partial run; run again to resume)",
     )
     run.add_argument("overrides", nargs="*", help=overrides_help)
     validate = verbs.add_parser("validate", help="compose and check a recipe without doing any work")
@@ -121,7 +137,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     ref = resolve_recipe(args.overrides)
     preflight(ref, args.multirun)
-    return launch(ref, multirun=args.multirun, options=RunOptions(args.force, args.until), console=OUT)
+    options = RunOptions(args.force, args.until, args.limit)
+    return launch(ref, multirun=args.multirun, options=options, console=OUT)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -195,7 +212,12 @@ COMMANDS: dict[str, Any] = {
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``intentcraft`` console script."""
-    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+    if extra and hasattr(args, "overrides") and not any(item.startswith("-") for item in extra):
+        args.overrides += extra  # overrides after an option: `run --until split trainer.lr=1e-4`
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return COMMANDS[args.verb](args)
     except IntentcraftError as exc:

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from framework.redact import REDACTED, SECRET_KEY
+
 
 class IntentcraftError(Exception):
     """Base class for errors reported to the user without a traceback."""
@@ -28,7 +30,8 @@ class ConfigIssue:
         where = self.path or "<recipe>"
         text = f"{where}: {self.message}"
         if self.has_value:
-            text += f" (got {_short_repr(self.value)})"
+            secret = SECRET_KEY.search(self.path.rsplit(".", 1)[-1]) and self.value not in (None, "")
+            text += f" (got {REDACTED if secret else _short_repr(self.value)})"
         return text
 
 
@@ -73,3 +76,10 @@ class GateFailed(IntentcraftError):
     """A quality gate (accuracy drop, ECE, ...) was not met."""
 
     exit_code = 1
+
+
+class StageStopped(Exception):
+    """A stage stopped short on purpose (``--limit``); what it did is kept and the next run resumes it.
+
+    Not an error: the run ends with exit code 0 and ``status`` shows the stage as PARTIAL.
+    """

@@ -28,6 +28,7 @@ class RunOptions:
 
     force: bool = False
     until: str | None = None
+    limit: int | None = None
 
 
 def _record(
@@ -77,11 +78,15 @@ def run_recipe(
 
     def on_stage(plan: StagePlan, action: str) -> None:
         actions[plan.stage.name] = action
-        verb = "[green]ran[/]" if action == "ran" else "[dim]cached[/]"
+        verb = {"ran": "[green]ran[/]", "cached": "[dim]cached[/]", "stopped": "[yellow]PARTIAL[/]"}[action]
         console.print(f"{plan.stage.name}: {verb} ({plan.fingerprint[:12]})")
 
-    plans = pipeline.run(on_stage, force=options.force, until=options.until)
+    plans = pipeline.run(on_stage, force=options.force, until=options.until, limit=options.limit)
     _record(run_dir, recipe, container, plans, actions)
+    if plans and actions.get(plans[-1].stage.name) == "stopped":
+        console.print(f"[yellow]stopped early:[/] {escape(plans[-1].reason)}")
+        console.print(f"run record: {run_dir}")
+        return plans
     report = _report(pipeline, plans, run_dir)
     bundle = _link_bundle(plans, run_dir)
     print_run_summary(console, pipeline, plans, actions)

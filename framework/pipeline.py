@@ -20,7 +20,7 @@ from typing import Any
 
 from framework import __version__
 from framework.config.check import ValidatedRecipe
-from framework.errors import IntentcraftError
+from framework.errors import IntentcraftError, StageStopped
 from framework.io import (
     atomic_write_json,
     dumps_canonical,
@@ -33,6 +33,7 @@ from framework.io import (
 from framework.progress import Progress
 
 MANIFEST = "manifest.json"
+STOPPED = "stopped.json"
 LIBRARIES = ("hydra-core", "omegaconf", "pydantic", "jinja2", "rich")
 
 
@@ -54,6 +55,9 @@ class StageRun:
     inputs: dict[str, Path]
     progress: Progress
     warnings: list[str] = field(default_factory=list)
+    resume_dir: Path | None = None
+    limit: int | None = None
+    fingerprint: str = ""
 
     def warn(self, message: str) -> None:
         """Keep a warning for the manifest and the summary."""
@@ -111,6 +115,11 @@ def fingerprint_inputs(stage: StageDef, recipe: ValidatedRecipe, upstream: dict[
     }
 
 
+def resume_dir(directory: Path) -> Path:
+    """Where a stage keeps finished work across interrupted runs (``<fingerprint>.resume`` beside its output)."""
+    return directory.with_name(f"{directory.name}.resume")
+
+
 class Pipeline:
     """Plans and runs the stages of one recipe over a cache directory."""
 
@@ -145,6 +154,11 @@ class Pipeline:
         leftovers = sorted(directory.parent.glob(f".{directory.name}.staging-*")) + sorted(
             directory.parent.glob(f"{directory.name}.failed-*")
         )
+        resume = resume_dir(directory)
+        if resume.is_dir() and any(resume.iterdir()):
+            stopped = resume / STOPPED
+            reason = read_json(stopped)["reason"] if stopped.is_file() else "an earlier run was interrupted"
+            return State.PARTIAL, f"{reason} (finished work kept in {resume}; the next run resumes it)"
         if leftovers:
             kind = "failed" if ".failed-" in leftovers[-1].name else "was stopped (or is still running)"
             return State.PARTIAL, f"a run of this stage {kind}; partial output in {leftovers[-1]}"
@@ -157,11 +171,17 @@ class Pipeline:
         return State.MISSING, "never run for this recipe"
 
     def run(
-        self, on_stage: Callable[[StagePlan, str], None], force: bool = False, until: str | None = None
+        self,
+        on_stage: Callable[[StagePlan, str], None],
+        force: bool = False,
+        until: str | None = None,
+        limit: int | None = None,
     ) -> list[StagePlan]:
         """Run every stage that is not current, up to and including ``until``; returns the stages done.
 
-        ``on_stage(plan, "cached" | "ran")`` is called after each stage.
+        ``on_stage(plan, "cached" | "ran" | "stopped")`` is called after each stage. ``limit`` caps the
+        records a resumable stage requests in this run; a stage that stops short ends the run there, its
+        plan left PARTIAL with the reason.
         """
         plans = self.plan()
         if until is not None:
@@ -172,22 +192,33 @@ class Pipeline:
             if plan.state is State.CURRENT and not force:
                 on_stage(plan, "cached")
             else:
-                self._execute(plan, upstream_dirs)
+                try:
+                    self._execute(plan, upstream_dirs, limit)
+                except StageStopped as stop:
+                    plan.state, plan.reason = State.PARTIAL, str(stop)
+                    on_stage(plan, "stopped")
+                    return plans[: plans.index(plan) + 1]
                 plan.state, plan.reason = State.CURRENT, ""
                 on_stage(plan, "ran")
             upstream_dirs[plan.stage.name] = plan.directory
             self._remember(plan)
         return plans
 
-    def _execute(self, plan: StagePlan, upstream_dirs: dict[str, Path]) -> None:
+    def _execute(self, plan: StagePlan, upstream_dirs: dict[str, Path], limit: int | None = None) -> None:
         remove_stale_staging(plan.directory.parent)
         staging = make_staging_dir(plan.directory)
         inputs = {name: upstream_dirs[name] for name in plan.stage.upstream}
+        resume = resume_dir(plan.directory)
+        (resume / STOPPED).unlink(missing_ok=True)
         started = time.time()
         with Progress() as progress:
-            run = StageRun(self.recipe, staging, inputs, progress)
+            run = StageRun(self.recipe, staging, inputs, progress, [], resume, limit, plan.fingerprint)
             try:
                 details = plan.stage.run(run)
+            except StageStopped as stop:
+                shutil.rmtree(staging, ignore_errors=True)
+                atomic_write_json(resume / STOPPED, {"reason": str(stop), "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+                raise
             except IntentcraftError as exc:
                 kept = self._keep_failed(staging, plan)
                 raise type(exc)(f"{exc}\nPartial output of the {plan.stage.name} stage is kept in {kept}.") from None
@@ -208,6 +239,8 @@ class Pipeline:
             **details,
         }
         atomic_write_json(staging / MANIFEST, manifest)
+        if resume.is_dir():  # the finished journal travels with the output it produced
+            resume.rename(staging / "journal")
         publish_dir(staging, plan.directory)
         for failed in plan.directory.parent.glob(f"{plan.fingerprint}.failed-*"):
             shutil.rmtree(failed, ignore_errors=True)  # superseded by the complete output

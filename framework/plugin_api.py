@@ -43,6 +43,13 @@ class GenerateContext:
         work_dir: Directory where the generator may write extra artifacts.
         advance: Progress callback; call with the number of rows just produced.
         warn: Records a warning that is shown in the run summary and kept in the manifest.
+        note: Replaces the live figures shown beside the progress bar.
+        resume_dir: A directory that survives an interrupted run of this stage (same fingerprint); a
+            generator that calls remote services keeps its journal there to resume without asking twice.
+        limit: Most records a resumable generator may request in this run (``--limit``); None: no limit.
+            A generator that stops short raises ``framework.errors.StageStopped``.
+        fingerprint: The generate stage's fingerprint (for provenance of error records).
+        details: Filled by the generator; kept under ``generators.<name>`` in the stage manifest.
     """
 
     name: str
@@ -54,6 +61,11 @@ class GenerateContext:
     work_dir: Path
     advance: Callable[[int], None] = _ignore
     warn: Callable[[str], None] = _ignore
+    note: Callable[[str], None] = _ignore
+    resume_dir: Path | None = None
+    limit: int | None = None
+    fingerprint: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

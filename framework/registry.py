@@ -40,6 +40,7 @@ from framework.errors import IntentcraftError
 KINDS = (
     "sources",
     "generators",
+    "llm_tasks",
     "validators",
     "splitters",
     "trainers",
@@ -177,6 +178,7 @@ class Registry:
 REGISTRIES: dict[str, Registry] = {kind: Registry(kind) for kind in KINDS}
 sources = REGISTRIES["sources"]
 generators = REGISTRIES["generators"]
+llm_tasks = REGISTRIES["llm_tasks"]
 validators = REGISTRIES["validators"]
 splitters = REGISTRIES["splitters"]
 trainers = REGISTRIES["trainers"]

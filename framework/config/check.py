@@ -190,14 +190,16 @@ def _content_issues(config: RecipeConfig, bound: dict[str, BoundPlugin]) -> list
     for name, values in config.slots.items():
         if not values:
             issues.append(ConfigIssue(f"slots.{name}", "slot list is empty; give at least one value"))
-    uses_templates = any(b.spec.name == "template" for b in bound.values() if b.path.startswith("generate."))
+    generator_names = {b.spec.name for b in bound.values() if b.path.startswith("generate.")}
+    uses_templates, uses_llm = "template" in generator_names, "llm" in generator_names
     for intent, spec in config.intents.items():
         for name, values in spec.slots.items():
             if not values:
                 issues.append(
                     ConfigIssue(f"intents.{intent}.slots.{name}", "slot list is empty; give at least one value")
                 )
-        if not spec.templates and not spec.examples and not config.sources:
+        described_for_llm = uses_llm and bool(spec.description)
+        if not spec.templates and not spec.examples and not config.sources and not described_for_llm:
             issues.append(ConfigIssue(f"intents.{intent}", "intent is empty: give it templates (and examples)"))
         elif uses_templates and not spec.templates:
             issues.append(

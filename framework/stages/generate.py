@@ -37,7 +37,9 @@ def rows_wanted(recipe: ValidatedRecipe) -> dict[str, dict[str, int]]:
     return wanted
 
 
-def _run_generator(run: StageRun, name: str, bound: BoundPlugin, counts: dict[str, int]) -> list[dict[str, Any]]:
+def _run_generator(
+    run: StageRun, name: str, bound: BoundPlugin, counts: dict[str, int], details: dict[str, Any]
+) -> list[dict[str, Any]]:
     config = run.recipe.config
     advance = run.progress.task(f"generate: {name}", sum(counts.values()))
     context = GenerateContext(
@@ -50,8 +52,15 @@ def _run_generator(run: StageRun, name: str, bound: BoundPlugin, counts: dict[st
         work_dir=run.work_dir,
         advance=advance,
         warn=lambda message: run.warn(f"{name}: {message}"),
+        note=advance.note,
+        resume_dir=run.resume_dir,
+        limit=run.limit,
+        fingerprint=run.fingerprint,
     )
-    return list(bound.spec.func(bound.params, context))
+    rows = list(bound.spec.func(bound.params, context))
+    if context.details:
+        details[name] = context.details
+    return rows
 
 
 def _run_source(run: StageRun, name: str, bound: BoundPlugin) -> list[dict[str, Any]]:
@@ -90,8 +99,9 @@ def run_generate(run: StageRun) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     for name, bound in run.recipe.sources.items():
         rows += _run_source(run, name, bound)
+    details: dict[str, Any] = {}
     for name, counts in rows_wanted(run.recipe).items():
-        rows += _run_generator(run, name, run.recipe.generators[name], counts)
+        rows += _run_generator(run, name, run.recipe.generators[name], counts, details)
     duplicated = [rid for rid, n in Counter(r["id"] for r in rows).items() if n > 1]
     if duplicated:
         raise StageError(
@@ -111,6 +121,7 @@ def run_generate(run: StageRun) -> dict[str, Any]:
             "per_generator": dict(per_generator),
         },
         "verification_sample": {"rows": len(sample), "file": "verification_sample.jsonl"},
+        **({"generators": details} if details else {}),
     }
 
 

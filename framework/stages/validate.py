@@ -55,6 +55,31 @@ def run_validate(run: StageRun) -> dict[str, Any]:
             "rejected_per_layer": {layer: dict(rules) for layer, rules in per_layer.items()},
         },
         "examples": _examples(rejected),
+        **({"survival": survival} if (survival := survival_rates(rows, accepted)) else {}),
+    }
+
+
+def survival_rates(rows: list[dict[str, Any]], accepted: list[dict[str, Any]]) -> dict[str, dict[str, dict]]:
+    """Share of rows that passed validation per generating model and per axis value (where rows name them).
+
+    Returns ``{"model": {name: {"generated", "kept", "rate"}}, "<axis>": {value: {...}}}``.
+    """
+    kept_ids = {row["id"] for row in accepted}
+    generated: dict[str, Counter] = {}
+    kept: dict[str, Counter] = {}
+    for row in rows:
+        provenance = row.get("provenance") or {}
+        facets = [("model", provenance["model"])] if provenance.get("model") else []
+        facets += [(str(axis), str(value)) for axis, value in sorted((provenance.get("axes") or {}).items())]
+        for facet, value in facets:
+            generated.setdefault(facet, Counter())[value] += 1
+            kept.setdefault(facet, Counter())[value] += row["id"] in kept_ids
+    return {
+        facet: {
+            value: {"generated": n, "kept": kept[facet][value], "rate": round(kept[facet][value] / n, 4)}
+            for value, n in sorted(counts.items())
+        }
+        for facet, counts in generated.items()
     }
 
 

@@ -194,11 +194,31 @@ def _rejections(report: Report) -> list[str]:
     return ["### Rejections", "", *report.table(["layer", "rule", "rows", "example"], rows)] if rows else []
 
 
+def _survival(report: Report) -> list[str]:
+    survival = as_dict((report.manifest(VALIDATE) or {}).get("survival"))
+    rows = [
+        [facet, value, as_dict(c).get("generated"), as_dict(c).get("kept"), as_dict(c).get("rate")]
+        for facet, values in survival.items()
+        for value, c in as_dict(values).items()
+    ]
+    if not rows:
+        return []
+    intro = "Share of generated rows that passed validation, per generating model and per diversity-axis value."
+    return [
+        "### Survival by model and axis",
+        "",
+        intro,
+        "",
+        *report.table(["facet", "value", "generated", "kept", "rate"], rows),
+    ]
+
+
 def data(report: Report) -> list[str]:
-    """Rows per stage and intent (generate, validate, split) and rejections by layer and rule."""
+    """Rows per stage and intent, rejections by layer and rule, survival per model and axis value."""
     if all(report.manifest(stage) is None for stage in (GENERATE, VALIDATE, SPLIT)):
         return []
-    return ["## Data", "", *_data_totals(report), *_rows_per_intent(report), *_rejections(report)]
+    sections = [*_data_totals(report), *_rows_per_intent(report), *_rejections(report), *_survival(report)]
+    return ["## Data", "", *sections]
 
 
 def training(report: Report) -> list[str]:

@@ -1,0 +1,1 @@
+"""LLM generation: requests, the model roulette, the dispatcher and the resumable journal."""

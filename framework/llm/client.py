@@ -1,0 +1,167 @@
+"""One attempt at one request through litellm, under a hard deadline, with errors sorted into kinds.
+
+litellm is imported lazily (it takes seconds) with its model-cost map read from the installed package,
+never fetched. Its own retries are off: the dispatcher retries, backs off and rotates models itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import os
+import re
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from framework.llm.requests import LLMRequest
+from framework.llm.roulette import ModelSpec
+
+RETRYABLE = frozenset({"rate_limit", "server_error", "timeout", "connection", "empty", "malformed", "error"})
+"""Kinds worth another attempt on the same model; ``auth`` and ``bad_request`` move to another model."""
+_FENCE = re.compile(r"^```(?:json)?\s*|\s*```$", re.IGNORECASE)
+_MISSING_KEY = re.compile(r"missing credentials|api_key client option must be set", re.IGNORECASE)
+_litellm: Any = None
+
+
+def litellm_module() -> Any:
+    """litellm, configured for offline use and quiet logs (imported once)."""
+    global _litellm
+    if _litellm is None:
+        os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+        import litellm
+
+        litellm.suppress_debug_info = True
+        litellm.drop_params = True  # a provider without e.g. response_format still answers
+        litellm.telemetry = False
+        _litellm = litellm
+    return _litellm
+
+
+@dataclass
+class Answer:
+    """A successful attempt."""
+
+    text: str
+    parsed: BaseModel | None
+    prompt_tokens: int
+    completion_tokens: int
+    latency_ms: float
+
+
+class AttemptError(Exception):
+    """A failed attempt: ``kind`` (see :data:`RETRYABLE`), a message and the server's Retry-After, if any."""
+
+    def __init__(self, kind: str, message: str, retry_after: float | None = None, latency_ms: float = 0.0) -> None:
+        self.kind = kind
+        self.message = message
+        self.retry_after = retry_after
+        self.latency_ms = latency_ms
+        super().__init__(f"{kind}: {message}")
+
+
+async def attempt(spec: ModelSpec, req: LLMRequest, timeout: float, defaults: dict[str, Any]) -> Answer:
+    """Call the model once; the call is cancelled at ``timeout`` seconds whatever the transport does."""
+    litellm = litellm_module()
+    kwargs: dict[str, Any] = {
+        "model": spec.name,
+        "messages": list(req.messages),
+        "timeout": timeout,
+        "max_retries": 0,
+        "temperature": req.temperature if req.temperature is not None else defaults.get("temperature"),
+        "max_tokens": req.max_tokens or defaults.get("max_tokens"),
+    }
+    if req.seed is not None:
+        kwargs["seed"] = req.seed
+    if req.schema is not None:
+        kwargs["response_format"] = {"type": "json_object"}
+    if spec.api_base:
+        kwargs["api_base"] = spec.api_base
+    if (key := spec.api_key()) is not None:
+        kwargs["api_key"] = key
+    started = time.monotonic()
+    try:
+        response = await asyncio.wait_for(litellm.acompletion(**kwargs), timeout=timeout)
+    except TimeoutError:
+        raise AttemptError("timeout", f"no answer within {timeout:g} s", latency_ms=_ms(started)) from None
+    except Exception as exc:
+        raise classify(exc, _ms(started)) from None
+    latency = _ms(started)
+    text = (response.choices[0].message.content or "") if response.choices else ""
+    if not text.strip():
+        raise AttemptError("empty", "the model answered with empty content", latency_ms=latency)
+    usage = getattr(response, "usage", None)
+    return Answer(
+        text=text,
+        parsed=parse_answer(text, req.schema, latency) if req.schema else None,
+        prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
+        completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
+        latency_ms=latency,
+    )
+
+
+def parse_answer(text: str, schema: type[BaseModel], latency_ms: float = 0.0) -> BaseModel:
+    """Parse JSON content (code fences allowed) into ``schema``; a mismatch is a ``malformed`` attempt."""
+    body = _FENCE.sub("", text.strip())
+    try:
+        return schema.model_validate_json(body)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first.get("loc", ())) or "<answer>"
+        raise AttemptError(
+            "malformed", f"answer does not match {schema.__name__}: {where}: {first['msg']}", latency_ms=latency_ms
+        ) from None
+
+
+def classify(exc: Exception, latency_ms: float) -> AttemptError:
+    """Sort a litellm / openai / transport exception into an :class:`AttemptError`."""
+    litellm = litellm_module()
+    message = (getattr(exc, "message", None) or str(exc) or type(exc).__name__).strip().splitlines()[0][:500]
+    checks: list[tuple[Any, str]] = [
+        (litellm.RateLimitError, "rate_limit"),
+        (litellm.Timeout, "timeout"),
+        ((litellm.AuthenticationError, litellm.PermissionDeniedError), "auth"),
+        ((litellm.BadRequestError, litellm.NotFoundError, litellm.UnprocessableEntityError), "bad_request"),
+        (litellm.APIConnectionError, "connection"),
+        ((litellm.InternalServerError, litellm.ServiceUnavailableError), "server_error"),
+    ]
+    kind = next((name for types, name in checks if isinstance(exc, types)), None)
+    if kind == "server_error" and _MISSING_KEY.search(message):  # raised locally, before any request
+        kind = "auth"
+    status = getattr(exc, "status_code", None)
+    if kind is None:
+        kind = "server_error" if isinstance(status, int) and status >= 500 else "error"
+    return AttemptError(kind, message, retry_after_seconds(exc), latency_ms)
+
+
+def retry_after_seconds(exc: Exception) -> float | None:
+    """The server's ``retry-after-ms`` or ``Retry-After`` (seconds or an HTTP date), if it sent one."""
+    headers: dict[str, str] = {}
+    for source in (getattr(getattr(exc, "response", None), "headers", None), getattr(exc, "headers", None)):
+        if source:
+            headers.update({str(k).lower(): str(v) for k, v in dict(source).items()})
+    if "retry-after-ms" in headers:
+        try:
+            return max(0.0, float(headers["retry-after-ms"]) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        when = email.utils.parsedate_to_datetime(value) if value else None
+        return max(0.0, when.timestamp() - time.time()) if when else None
+
+
+def _ms(started: float) -> float:
+    return (time.monotonic() - started) * 1000
+
+
+def dumps(value: Any) -> str:
+    """Compact JSON for provenance."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))

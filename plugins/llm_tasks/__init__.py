@@ -1,0 +1,1 @@
+"""Built-in LLM generation tasks (generator functions that yield requests)."""

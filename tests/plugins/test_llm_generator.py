@@ -1,0 +1,167 @@
+"""The ``llm`` generator through the real CLI against the loopback OpenAI-compatible server.
+
+Every request goes to ``tests/assets/llm_server.py`` on 127.0.0.1; no other address is ever contacted.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from framework.redact import REDACTED
+from tests.assets.llm_server import Faults, LLMServer
+from tests.conftest import ASSETS, run_cli
+
+RECIPE = ASSETS / "recipes" / "tiny_llm.yaml"
+CANARY = "sk-canary-5f0d8a1c9e7b4d2f"
+RECORDS = 24  # 3 intents x 40 rows / 5 rows per request
+
+
+@pytest.fixture
+def server() -> Iterator[LLMServer]:
+    """A fresh loopback server per test (its stats count this test's requests only)."""
+    with LLMServer(Faults(latency=0.005, seed=7)) as running:
+        yield running
+
+
+def llm_env(server: LLMServer, key: str = CANARY) -> dict[str, str]:
+    return {"TEST_LLM_BASE": server.url, "TEST_LLM_KEY": key}
+
+
+def run(cwd: Path, server: LLMServer, *args: str, env: dict[str, str] | None = None):
+    return run_cli("run", f"recipe={RECIPE}", *args, cwd=cwd, env=env or llm_env(server), timeout=240)
+
+
+def generate_dir(cwd: Path) -> Path:
+    (manifest,) = (cwd / "outputs" / "cache" / "generate").glob("*/manifest.json")
+    return manifest.parent
+
+
+def read_lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_llm_rows_flow_through_validation_split_and_report(tmp_path: Path, server: LLMServer) -> None:
+    """LLM rows carry full provenance, pass the same layers and split, and the report shows survival."""
+    result = run(tmp_path, server, "--until", "split")
+    assert result.returncode == 0, result.stderr
+    rows = read_lines(generate_dir(tmp_path) / "rows.jsonl")
+    assert len(rows) == 120 and all(row["text"].strip() for row in rows)
+    provenance = rows[0]["provenance"]
+    assert provenance["synthetic"] is True and provenance["plugin"] == "builtin.llm.v1"
+    assert {"model", "prompt_hash", "axes", "seed", "attempts", "latency_ms"} <= set(provenance)
+    assert {r["provenance"]["model"] for r in rows} == {"openai/fake-a", "openai/fake-b"}
+    assert {r["provenance"]["axes"]["persona"] for r in rows} == {"new hire", "staff engineer"}
+    (validate,) = (tmp_path / "outputs" / "cache" / "validate").glob("*/manifest.json")
+    survival = json.loads(validate.read_text())["survival"]
+    assert set(survival) == {"model", "persona", "style"}
+    assert sum(v["generated"] for v in survival["model"].values()) == 120
+    (report,) = (tmp_path / "outputs" / "runs").glob("tiny_llm/*/report.md")
+    assert "Survival by model and axis" in report.read_text()
+    assert server.stats.requests == RECORDS
+
+
+def test_limit_makes_a_partial_run_that_resumes_without_asking_twice(tmp_path: Path, server: LLMServer) -> None:
+    """--limit stops after N records (status PARTIAL); the next run requests only the rest."""
+    partial = run(tmp_path, server, "--until", "split", "--limit", "5")
+    assert partial.returncode == 0, partial.stderr
+    assert "PARTIAL" in partial.stdout and "--limit 5" in partial.stdout
+    assert server.stats.requests == 5
+    status = run_cli("status", f"recipe={RECIPE}", cwd=tmp_path, env=llm_env(server))
+    assert "PARTIAL" in status.stdout and "19 of 24 are left" in status.stdout
+    first = {(entry.prompt_hash, entry.seed) for entry in server.stats.log}
+    finished = run(tmp_path, server, "--until", "split")
+    assert finished.returncode == 0, finished.stderr
+    later = server.stats.log[5:]
+    assert len(later) == RECORDS - 5 and not first & {(entry.prompt_hash, entry.seed) for entry in later}
+    journal = read_lines(generate_dir(tmp_path) / "journal" / "llm.jsonl")
+    assert sorted(line["key"] for line in journal) == sorted({line["key"] for line in journal})
+    assert len(journal) == RECORDS
+    clean = tmp_path / "clean"
+    clean.mkdir()
+    assert run(clean, server, "--until", "generate").returncode == 0
+    ids = [row["id"] for row in read_lines(generate_dir(tmp_path) / "rows.jsonl")]
+    assert ids == [row["id"] for row in read_lines(generate_dir(clean) / "rows.jsonl")]
+
+
+def test_failed_records_are_error_records_with_full_provenance(tmp_path: Path, server: LLMServer) -> None:
+    """With empty answers and one attempt, failures land in llm.errors.jsonl, never as empty rows."""
+    server.set_faults(Faults(empty=0.4, seed=3))
+    result = run(tmp_path, server, "--until", "generate", "generate.generators.llm.max_attempts=1")
+    assert result.returncode == 0, result.stderr
+    out = generate_dir(tmp_path)
+    errors = read_lines(out / "llm.errors.jsonl")
+    rows = read_lines(out / "rows.jsonl")
+    assert errors and all(row["text"].strip() for row in rows)
+    assert len(rows) == 5 * (RECORDS - len(errors))
+    fingerprint = out.name
+    for error in errors:
+        assert error["status"] == "error" and error["error"]["type"] == "empty"
+        assert error["recipe_fingerprint"] == fingerprint and error["time"]
+        assert error["input"]["prompt"] and error["input"]["axes"]
+        (step,) = error["steps"]
+        assert step["request"]["messages"][-1]["content"] == error["input"]["prompt"]
+        assert step["failed_attempts"][0]["kind"] == "empty"
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["generators"]["llm"]["failed_records"] == len(errors)
+    assert any("records failed" in warning for warning in manifest["warnings"])
+
+
+def test_canary_api_key_is_never_written(tmp_path: Path, server: LLMServer) -> None:
+    """The key from the environment appears nowhere in outputs/, logs or saved configs, even when echoed."""
+    assert run(tmp_path, server, "--until", "split").returncode == 0
+    server.set_faults(Faults(auth_error=True))  # the provider echoes the key in its 401 message
+    echoed = run(tmp_path, server, "--until", "generate", "generate.samples_per_intent=10")
+    assert server.stats.by_outcome["auth_error"] > 0
+    texts = [echoed.stdout, echoed.stderr]
+    texts += [p.read_text(errors="replace") for p in (tmp_path / "outputs").rglob("*") if p.is_file()]
+    assert not [t for t in texts if CANARY in t or CANARY[:12] in t]
+    errors = [
+        e for p in (tmp_path / "outputs" / "cache" / "generate").glob("*/llm.errors.jsonl") for e in read_lines(p)
+    ]
+    assert errors and {e["error"]["type"] for e in errors} == {"auth"}
+    assert any(REDACTED in attempt["message"] for e in errors for attempt in e["steps"][0]["failed_attempts"])
+
+
+def test_a_literal_api_key_in_the_recipe_is_refused(tmp_path: Path, server: LLMServer) -> None:
+    """Keys come from environment variables only; the error says how, and does not echo the key."""
+    result = run(tmp_path, server, "+generate.generators.llm.models.0.api_key=sk-literal-0123456789")
+    assert result.returncode == 2
+    assert "generate.generators.llm.models[0].api_key" in result.stderr and "api_key_env" in result.stderr
+    assert "sk-literal-0123456789" not in result.stderr + result.stdout
+    assert server.stats.requests == 0
+
+
+def test_an_unset_key_variable_is_one_clear_error(tmp_path: Path, server: LLMServer) -> None:
+    """A model whose api_key_env is not set stops before any request, naming the key path and the fix."""
+    result = run(tmp_path, server, "--until", "generate", env={"TEST_LLM_BASE": server.url, "TEST_LLM_KEY": ""})
+    assert result.returncode == 2
+    assert "generate.generators.llm.models.0.api_key_env names TEST_LLM_KEY" in result.stderr
+    assert "Traceback" not in result.stderr and server.stats.requests == 0
+
+
+def test_a_multi_step_task_runs_sequential_then_parallel_requests(tmp_path: Path, server: LLMServer) -> None:
+    """The built-in ``paraphrased`` task: one request, then one rewrite per query in parallel."""
+    result = run(tmp_path, server, "--until", "generate", "+generate.generators.llm.task=paraphrased")
+    assert result.returncode == 0, result.stderr
+    journal = read_lines(generate_dir(tmp_path) / "journal" / "llm.jsonl")
+    steps = [step["request"]["step"] for step in journal[0]["steps"]]
+    assert steps == ["queries", "rewrite 0", "rewrite 1", "rewrite 2"]
+    assert server.stats.requests == RECORDS * 4
+
+
+def test_an_unknown_task_or_bad_prompt_is_a_recipe_error(tmp_path: Path, server: LLMServer) -> None:
+    """Task names and prompt variables are checked before any work."""
+    result = run(
+        tmp_path,
+        server,
+        "+generate.generators.llm.task=paraphrase",
+        "+generate.generators.llm.prompt='Write {{ n }} queries for {{ persona }}'",
+    )
+    assert result.returncode == 2
+    assert "did you mean 'paraphrased'" in result.stderr
+    assert "the prompt uses persona" in result.stderr
+    assert server.stats.requests == 0
