@@ -140,7 +140,12 @@ def classify(exc: Exception, latency_ms: float) -> AttemptError:
 def retry_after_seconds(exc: Exception) -> float | None:
     """The server's ``retry-after-ms`` or ``Retry-After`` (seconds or an HTTP date), if it sent one."""
     headers: dict[str, str] = {}
-    for source in (getattr(getattr(exc, "response", None), "headers", None), getattr(exc, "headers", None)):
+    sources = (  # litellm keeps the provider's headers in litellm_response_headers
+        getattr(getattr(exc, "response", None), "headers", None),
+        getattr(exc, "headers", None),
+        getattr(exc, "litellm_response_headers", None),
+    )
+    for source in sources:
         if source:
             headers.update({str(k).lower(): str(v) for k, v in dict(source).items()})
     if "retry-after-ms" in headers:
@@ -154,8 +159,12 @@ def retry_after_seconds(exc: Exception) -> float | None:
     try:
         return max(0.0, float(value))
     except ValueError:
-        when = email.utils.parsedate_to_datetime(value) if value else None
-        return max(0.0, when.timestamp() - time.time()) if when else None
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):  # neither seconds nor an HTTP date: ignore it
+        return None
+    return max(0.0, when.timestamp() - time.time())
 
 
 def _ms(started: float) -> float:

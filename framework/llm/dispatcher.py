@@ -213,6 +213,8 @@ class Dispatcher:
                 self.roulette.failed(spec.name)
                 if exc.kind not in RETRYABLE:
                     excluded.add(spec.name)
+                    if self.roulette.route(preferred, excluded) is None:
+                        break  # no other model to try: fail now, without a pointless wait
                 if number < self.settings.max_attempts:
                     self.stats.retries += 1
                     await asyncio.sleep(self._delay(number, exc.retry_after))
