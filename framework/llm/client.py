@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
-import json
 import os
 import re
 import time
@@ -17,6 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from framework.errors import UserInputError
 from framework.llm.requests import LLMRequest
 from framework.llm.roulette import ModelSpec
 
@@ -32,7 +32,13 @@ def litellm_module() -> Any:
     global _litellm
     if _litellm is None:
         os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-        import litellm
+        try:
+            import litellm
+        except ImportError:
+            raise UserInputError(
+                "LLM generation needs litellm, which is not installed: pip install 'intentcraft[llm]' "
+                "(make install includes it)."
+            ) from None
 
         litellm.suppress_debug_info = True
         litellm.drop_params = True  # a provider without e.g. response_format still answers
@@ -170,7 +176,3 @@ def retry_after_seconds(exc: Exception) -> float | None:
 def _ms(started: float) -> float:
     return (time.monotonic() - started) * 1000
 
-
-def dumps(value: Any) -> str:
-    """Compact JSON for provenance."""
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))

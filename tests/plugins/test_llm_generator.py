@@ -145,12 +145,16 @@ def test_an_unset_key_variable_is_one_clear_error(tmp_path: Path, server: LLMSer
 
 def test_a_multi_step_task_runs_sequential_then_parallel_requests(tmp_path: Path, server: LLMServer) -> None:
     """The built-in ``paraphrased`` task: one request, then one rewrite per query in parallel."""
-    result = run(tmp_path, server, "--until", "generate", "+generate.generators.llm.task=paraphrased")
+    overrides = ("+generate.generators.llm.task=paraphrased", "+generate.generators.llm.output=minimal")
+    result = run(tmp_path, server, "--until", "generate", *overrides)
     assert result.returncode == 0, result.stderr
     journal = read_lines(generate_dir(tmp_path) / "journal" / "llm.jsonl")
     steps = [step["request"]["step"] for step in journal[0]["steps"]]
     assert steps == ["queries", "rewrite 0", "rewrite 1", "rewrite 2"]
     assert server.stats.requests == RECORDS * 4
+    rows = read_lines(generate_dir(tmp_path) / "rows.jsonl")
+    assert {tuple(sorted(row["provenance"])) for row in rows} == {("axes", "generator", "model", "plugin", "synthetic")}
+    assert len(rows) == RECORDS * 5
 
 
 def test_an_unknown_task_or_bad_prompt_is_a_recipe_error(tmp_path: Path, server: LLMServer) -> None:
