@@ -175,4 +175,3 @@ def retry_after_seconds(exc: Exception) -> float | None:
 
 def _ms(started: float) -> float:
     return (time.monotonic() - started) * 1000
-
