@@ -20,7 +20,13 @@ from framework.config.check import ValidatedRecipe, check_recipe
 from framework.config.compose import RecipeRef, available_recipes, compose_recipe, resolve_recipe
 from framework.errors import IntentcraftError, RecipeError, UserInputError
 from framework.registry import KINDS
-from framework.runtime.predict_cli import add_predict_parser, add_verify_parser, cmd_predict, cmd_verify
+from framework.runtime.predict_cli import (
+    add_predict_parser,
+    add_verify_parser,
+    cmd_predict,
+    cmd_verify,
+    positive_int,
+)
 
 OUT = Console()
 ERR = Console(stderr=True)
@@ -35,16 +41,6 @@ EPILOG = """examples:
   intentcraft validate recipe=my_recipe.yaml --show
   intentcraft status recipe=code_search
 exit codes: 0 ok, 1 a gate failed, 2 bad input"""
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -71,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--limit",
-        type=_positive_int,
+        type=positive_int,
         metavar="N",
         help="request at most N records per LLM generator in this run (a partial run; run again to resume)",
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Any
 
@@ -22,8 +23,6 @@ def redact(value: Any) -> Any:
 
 def secret_values(extra_names: list[str] | tuple[str, ...] = ()) -> list[str]:
     """Values of environment variables that hold secrets (secret-looking names, plus ``extra_names``)."""
-    import os
-
     names = [name for name in os.environ if SECRET_KEY.search(name)] + list(extra_names)
     values = {os.environ.get(name, "") for name in names}
     return sorted((value for value in values if len(value) >= 6), key=len, reverse=True)

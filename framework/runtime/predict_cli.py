@@ -34,10 +34,14 @@ PREDICT_EPILOG = """examples:
 The bundle's checksums are always verified first. exit codes: 0 ok, 2 bad input or bundle"""
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
+def positive_int(text: str) -> int:
+    """argparse type: a whole number >= 1, with a clear message for anything else."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
     if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
     return value
 
 
@@ -61,10 +65,10 @@ def add_predict_parser(verbs: argparse._SubParsersAction) -> argparse.ArgumentPa
     parser.add_argument("-o", "--output", metavar="FILE", type=Path, help="write the JSON lines to FILE (atomically)")
     parser.add_argument("--jsonl", action="store_true", help="print JSON lines even for a single TEXT")
     parser.add_argument(
-        "--top-k", metavar="K", type=_positive_int, default=3, help="labels to show per text (default: 3)"
+        "--top-k", metavar="K", type=positive_int, default=3, help="labels to show per text (default: 3)"
     )
     parser.add_argument(
-        "--threads", metavar="N", type=_positive_int, help="onnxruntime threads (default: available CPUs, max 8)"
+        "--threads", metavar="N", type=positive_int, help="onnxruntime threads (default: available CPUs, max 8)"
     )
     return parser
 
