@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import logging
 import os
 import re
 import time
@@ -24,6 +25,7 @@ RETRYABLE = frozenset({"rate_limit", "server_error", "timeout", "connection", "e
 """Kinds worth another attempt on the same model; ``auth`` and ``bad_request`` move to another model."""
 _FENCE = re.compile(r"^```(?:json)?\s*|\s*```$", re.IGNORECASE)
 _MISSING_KEY = re.compile(r"missing credentials|api_key client option must be set", re.IGNORECASE)
+_NO_CONNECTION = re.compile(r"connection error|cannot connect|connect call failed", re.IGNORECASE)
 _litellm: Any = None
 
 
@@ -40,6 +42,8 @@ def litellm_module() -> Any:
                 "(make install includes it)."
             ) from None
 
+        for name in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy"):  # one INFO line per call otherwise
+            logging.getLogger(name).setLevel(logging.WARNING)
         litellm.suppress_debug_info = True
         litellm.drop_params = True  # a provider without e.g. response_format still answers
         litellm.telemetry = False
@@ -137,6 +141,8 @@ def classify(exc: Exception, latency_ms: float) -> AttemptError:
     kind = next((name for types, name in checks if isinstance(exc, types)), None)
     if kind == "server_error" and _MISSING_KEY.search(message):  # raised locally, before any request
         kind = "auth"
+    elif kind == "server_error" and _NO_CONNECTION.search(message):  # litellm reports a refused connection so
+        kind = "connection"
     status = getattr(exc, "status_code", None)
     if kind is None:
         kind = "server_error" if isinstance(status, int) and status >= 500 else "error"

@@ -25,7 +25,7 @@ import jinja2
 from pydantic import Field, field_validator, model_validator
 
 from framework.config.schema import RecipeConfig
-from framework.errors import StageStopped, UserInputError
+from framework.errors import StageError, StageStopped, UserInputError
 from framework.io import write_jsonl
 from framework.llm.dispatcher import Dispatcher, DispatchSettings, TaskOutcome, TaskRecord
 from framework.llm.journal import Journal
@@ -364,6 +364,16 @@ def _emit(
                 "source": ctx.name,
                 "provenance": _provenance(params, ctx, entry, task_id),
             }
+    if records and len(errors) == len(records):
+        kinds = Counter(e["error"]["type"] for e in errors)
+        last = errors[-1]["error"]["message"].rstrip(".")
+        raise StageError(
+            f"generate.generators.{ctx.name}: all {len(records)} records failed "
+            f"({', '.join(f'{k}: {n}' for k, n in kinds.items())}); last error: {last}. "
+            f"Check generate.generators.{ctx.name}.models (model names, api_base, api_key_env) and that the "
+            f"endpoint answers. The error records are kept in {ctx.resume_dir / (ctx.name + '.jsonl')}; delete "
+            "that file to request them again."
+        )
     write_jsonl(ctx.work_dir / f"{ctx.name}.errors.jsonl", errors)
     wanted = {intent: params.rows_per_intent or ctx.counts.get(intent, 0) for intent in ctx.intents}
     short = {intent: (emitted[intent], n) for intent, n in wanted.items() if emitted[intent] < n}

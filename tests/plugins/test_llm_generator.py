@@ -119,8 +119,9 @@ def test_canary_api_key_is_never_written(tmp_path: Path, server: LLMServer) -> N
     texts = [echoed.stdout, echoed.stderr]
     texts += [p.read_text(errors="replace") for p in (tmp_path / "outputs").rglob("*") if p.is_file()]
     assert not [t for t in texts if CANARY in t or CANARY[:12] in t]
-    errors = [
-        e for p in (tmp_path / "outputs" / "cache" / "generate").glob("*/llm.errors.jsonl") for e in read_lines(p)
+    assert echoed.returncode == 2 and "all 6 records failed (auth: 6)" in echoed.stderr
+    errors = [  # every record failed, so the stage kept them in its journal and published nothing
+        e for p in (tmp_path / "outputs" / "cache" / "generate").glob("*.resume/llm.jsonl") for e in read_lines(p)
     ]
     assert errors and {e["error"]["type"] for e in errors} == {"auth"}
     assert any(REDACTED in attempt["message"] for e in errors for attempt in e["steps"][0]["failed_attempts"])
@@ -169,3 +170,17 @@ def test_an_unknown_task_or_bad_prompt_is_a_recipe_error(tmp_path: Path, server:
     assert "did you mean 'paraphrased'" in result.stderr
     assert "the prompt uses persona" in result.stderr
     assert server.stats.requests == 0
+
+
+def test_a_dead_endpoint_is_one_clear_error_and_keeps_earlier_stages(tmp_path: Path, server: LLMServer) -> None:
+    """Nothing listening at api_base: generate fails with the cause and the fix; nothing is published."""
+    env = {"TEST_LLM_BASE": "http://127.0.0.1:9/v1", "TEST_LLM_KEY": CANARY}
+    result = run(tmp_path, server, "--until", "split", "generate.generators.llm.max_attempts=1", env=env)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "all 24 records failed (connection: 24)" in result.stderr
+    assert "generate.generators.llm.models" in result.stderr and "delete that file" in result.stderr
+    generate = tmp_path / "outputs" / "cache" / "generate"
+    assert not list(generate.glob("*/manifest.json"))
+    assert len(read_lines(next(generate.glob("*.resume/llm.jsonl")))) == 24
+    status = run_cli("status", f"recipe={RECIPE}", "generate.generators.llm.max_attempts=1", cwd=tmp_path, env=env)
+    assert "PARTIAL" in status.stdout
