@@ -12,6 +12,7 @@ import logging
 import os
 import re
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +24,8 @@ from framework.llm.roulette import ModelSpec
 
 RETRYABLE = frozenset({"rate_limit", "server_error", "timeout", "connection", "empty", "malformed", "error"})
 """Kinds worth another attempt on the same model; ``auth`` and ``bad_request`` move to another model."""
+ENDPOINT_KINDS = frozenset({"rate_limit", "server_error", "timeout", "connection", "auth"})
+"""Failures of the endpoint, not of the record: a resumed run requests error records of these kinds again."""
 _FENCE = re.compile(r"^```(?:json)?\s*|\s*```$", re.IGNORECASE)
 _MISSING_KEY = re.compile(r"missing credentials|api_key client option must be set", re.IGNORECASE)
 _NO_CONNECTION = re.compile(r"connection error|cannot connect|connect call failed", re.IGNORECASE)
@@ -81,13 +84,8 @@ async def attempt(spec: ModelSpec, req: LLMRequest, timeout: float, defaults: di
         "messages": list(req.messages),
         "timeout": timeout,
         "max_retries": 0,
-        "temperature": req.temperature if req.temperature is not None else defaults.get("temperature"),
-        "max_tokens": req.max_tokens or defaults.get("max_tokens"),
+        **sampling_params(req, defaults),
     }
-    if req.seed is not None:
-        kwargs["seed"] = req.seed
-    if req.schema is not None:
-        kwargs["response_format"] = {"type": "json_object"}
     if spec.api_base:
         kwargs["api_base"] = spec.api_base
     if (key := spec.api_key()) is not None:
@@ -96,21 +94,41 @@ async def attempt(spec: ModelSpec, req: LLMRequest, timeout: float, defaults: di
     try:
         response = await asyncio.wait_for(litellm.acompletion(**kwargs), timeout=timeout)
     except TimeoutError:
-        raise AttemptError("timeout", f"no answer within {timeout:g} s", latency_ms=_ms(started)) from None
+        raise AttemptError("timeout", f"no answer within {timeout:g} s", latency_ms=elapsed_ms(started)) from None
     except Exception as exc:
-        raise classify(exc, _ms(started)) from None
-    latency = _ms(started)
+        raise classify(exc, elapsed_ms(started)) from None
     text = (response.choices[0].message.content or "") if response.choices else ""
+    return answer_from(text, req, getattr(response, "usage", None), elapsed_ms(started))
+
+
+def sampling_params(req: LLMRequest, defaults: dict[str, Any]) -> dict[str, Any]:
+    """temperature, max_tokens, seed and the JSON response format, as the chat-completions API names them."""
+    params: dict[str, Any] = {
+        "temperature": req.temperature if req.temperature is not None else defaults.get("temperature"),
+        "max_tokens": req.max_tokens or defaults.get("max_tokens"),
+    }
+    if req.seed is not None:
+        params["seed"] = req.seed
+    if req.schema is not None:
+        params["response_format"] = {"type": "json_object"}
+    return params
+
+
+def answer_from(text: str, req: LLMRequest, usage: Any, latency_ms: float) -> Answer:
+    """An :class:`Answer` from a completion's content and usage; empty or off-schema content fails the attempt."""
     if not text.strip():
-        raise AttemptError("empty", "the model answered with empty content", latency_ms=latency)
-    usage = getattr(response, "usage", None)
+        raise AttemptError("empty", "the model answered with empty content", latency_ms=latency_ms)
     return Answer(
         text=text,
-        parsed=parse_answer(text, req.schema, latency) if req.schema else None,
-        prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
-        completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
-        latency_ms=latency,
+        parsed=parse_answer(text, req.schema, latency_ms) if req.schema else None,
+        prompt_tokens=int(_field(usage, "prompt_tokens") or 0),
+        completion_tokens=int(_field(usage, "completion_tokens") or 0),
+        latency_ms=latency_ms,
     )
+
+
+def _field(obj: Any, name: str) -> Any:
+    return obj.get(name) if isinstance(obj, dict) else getattr(obj, name, None)
 
 
 def parse_answer(text: str, schema: type[BaseModel], latency_ms: float = 0.0) -> BaseModel:
@@ -159,13 +177,19 @@ def retry_after_seconds(exc: Exception) -> float | None:
     )
     for source in sources:
         if source:
-            headers.update({str(k).lower(): str(v) for k, v in dict(source).items()})
-    if "retry-after-ms" in headers:
+            headers.update(dict(source).items())
+    return retry_after_from_headers(headers)
+
+
+def retry_after_from_headers(headers: Mapping[str, str]) -> float | None:
+    """Seconds to wait from ``retry-after-ms`` or ``Retry-After`` (seconds or an HTTP date); None if absent."""
+    lower = {str(k).lower(): str(v) for k, v in headers.items()}
+    if "retry-after-ms" in lower:
         try:
-            return max(0.0, float(headers["retry-after-ms"]) / 1000)
+            return max(0.0, float(lower["retry-after-ms"]) / 1000)
         except ValueError:
             pass
-    value = headers.get("retry-after")
+    value = lower.get("retry-after")
     if value is None:
         return None
     try:
@@ -179,5 +203,6 @@ def retry_after_seconds(exc: Exception) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
-def _ms(started: float) -> float:
+def elapsed_ms(started: float) -> float:
+    """Milliseconds since ``started`` (a ``time.monotonic()`` reading)."""
     return (time.monotonic() - started) * 1000

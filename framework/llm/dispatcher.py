@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from framework.llm.client import RETRYABLE, AttemptError, attempt
+from framework.llm.openai_http import OpenAICompatibleTransport
 from framework.llm.requests import LLMRequest, LLMResponse, RequestFailed, TaskError
 from framework.llm.roulette import ModelRoulette
 from framework.redact import scrub
@@ -116,6 +117,7 @@ class Dispatcher:
     async def run(self, records: Iterable[TaskRecord], task: TaskFn, on_outcome: Callable[[TaskOutcome], None]) -> None:
         """Run ``task`` for every record; ``on_outcome`` gets each finished record (in completion order)."""
         self._slots = asyncio.Semaphore(self.settings.concurrency)
+        self._http = OpenAICompatibleTransport()
         pending = iter(records)
         workers = [asyncio.create_task(self._worker(pending, task, on_outcome)) for _ in range(self._workers())]
         try:
@@ -123,6 +125,7 @@ class Dispatcher:
         finally:
             for worker in workers:
                 worker.cancel()
+            await self._http.close()
 
     def _workers(self) -> int:
         """Records driven at once: enough to keep every slot busy while some tasks think or back off."""
@@ -238,7 +241,10 @@ class Dispatcher:
             stats.in_flight += 1
             stats.max_in_flight = max(stats.max_in_flight, stats.in_flight)
             try:
-                answer = await attempt(spec, req, self.settings.timeout, self._defaults)
+                if spec.transport == "openai_compatible":
+                    answer = await self._http.attempt(spec, req, self.settings.timeout, self._defaults)
+                else:
+                    answer = await attempt(spec, req, self.settings.timeout, self._defaults)
             finally:
                 stats.in_flight -= 1
         stats.prompt_tokens += answer.prompt_tokens

@@ -3,7 +3,8 @@
 Each finished record (rows or an error) is one line, written with a single ``os.write`` on an ``O_APPEND``
 descriptor as soon as it finishes, so a killed process loses nothing it reported done; ``fsync`` runs in
 batches (every ``fsync_every`` lines or ``fsync_seconds``) so a power cut loses at most one batch. On
-opening, a torn last line (no newline, or not JSON) is cut off and its record runs again.
+opening, a torn last line (no newline, or not JSON) is cut off and its record runs again. A key may appear
+more than once (an error record requested again on resume): its last line wins.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ class Journal:
                     "last line can be torn by a crash, so the file was changed by hand. Delete the file to request "
                     "everything again, or restore it."
                 ) from None
-            self.records.setdefault(key, record)
+            self.records[key] = record  # a later line is a later attempt at the same record
             good += len(line) + 1
         if good != len(data):
             self.dropped_torn_line = True

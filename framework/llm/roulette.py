@@ -19,6 +19,8 @@ class ModelSpec:
         rpm: Requests per minute allowed to this model (None: unlimited).
         api_key_env: Name of the environment variable holding its API key (None: litellm's default variable).
         api_base: Base URL of an OpenAI-compatible server (None: the provider's).
+        transport: ``litellm`` (any provider) or ``openai_compatible`` (a direct HTTP client for a server at
+            ``api_base``; see :mod:`framework.llm.openai_http`).
     """
 
     name: str
@@ -26,6 +28,7 @@ class ModelSpec:
     rpm: float | None = None
     api_key_env: str | None = None
     api_base: str | None = None
+    transport: str = "litellm"
 
     def api_key(self) -> str | None:
         """The key, read from the environment at call time (never stored)."""

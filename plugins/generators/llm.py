@@ -27,6 +27,7 @@ from pydantic import Field, field_validator, model_validator
 from framework.config.schema import RecipeConfig
 from framework.errors import StageError, StageStopped, UserInputError
 from framework.io import write_jsonl
+from framework.llm.client import ENDPOINT_KINDS
 from framework.llm.dispatcher import Dispatcher, DispatchSettings, TaskOutcome, TaskRecord
 from framework.llm.journal import Journal
 from framework.llm.records import GenerationRecord, axis_rotation
@@ -59,6 +60,9 @@ class ModelParams(PluginParams):
         rpm: Requests per minute allowed (None: no limit).
         api_key_env: The environment variable that holds its API key (None: litellm's default variable).
         api_base: Base URL of an OpenAI-compatible server (None: the provider's).
+        transport: ``litellm`` (default; any provider litellm knows) or ``openai_compatible``: a direct HTTP
+            client for the server at ``api_base`` that speaks OpenAI's chat completions (vLLM, llama.cpp,
+            TGI, Ollama's /v1), with far less CPU per call; an ``openai/`` prefix on ``model`` is dropped.
     """
 
     model: str = Field(min_length=1)
@@ -66,6 +70,7 @@ class ModelParams(PluginParams):
     rpm: float | None = Field(default=None, gt=0)
     api_key_env: str | None = None
     api_base: str | None = None
+    transport: Literal["litellm", "openai_compatible"] = "litellm"
     api_key: str | None = Field(default=None, exclude=True)
 
     @field_validator("api_key")
@@ -85,9 +90,18 @@ class ModelParams(PluginParams):
             raise ValueError(f"{value!r} is not an environment variable name (letters, digits, underscores)")
         return value
 
+    @model_validator(mode="after")
+    def _direct_needs_a_server(self) -> ModelParams:
+        if self.transport == "openai_compatible" and not (self.api_base or "").startswith(("http://", "https://")):
+            raise ValueError(
+                "transport openai_compatible calls the server at api_base directly: set api_base to its URL "
+                "(e.g. http://127.0.0.1:8000/v1), or use transport litellm"
+            )
+        return self
+
     def spec(self) -> ModelSpec:
         """The roulette's view of this model."""
-        return ModelSpec(self.model, self.weight, self.rpm, self.api_key_env, self.api_base)
+        return ModelSpec(self.model, self.weight, self.rpm, self.api_key_env, self.api_base, self.transport)
 
 
 class LLMParams(PluginParams):
@@ -221,7 +235,12 @@ def llm(params: LLMParams, ctx: GenerateContext) -> Iterator[dict[str, Any]]:
     with Journal(ctx.resume_dir / f"{ctx.name}.jsonl", fsync_every=params.fsync_every) as journal:
         if journal.dropped_torn_line:
             ctx.warn("the journal's last line was torn by a crash; that record is requested again")
-        pending = [record for record in records if record.key not in journal]
+        pending = [record for record in records if _needs_request(journal.records.get(record.key))]
+        retried = sum(record.key in journal for record in pending)
+        if retried:
+            ctx.warn(
+                f"{retried} records that failed for the endpoint (connection, 5xx, rate limit, ...) are requested again"
+            )
         chosen = pending if ctx.limit is None else pending[: ctx.limit]
         ctx.advance(sum(len(journal.records[r.key].get("rows") or []) for r in records if r.key in journal))
         stats = _dispatch(params, ctx, chosen, task.func, journal, task.id)
@@ -233,6 +252,11 @@ def llm(params: LLMParams, ctx: GenerateContext) -> Iterator[dict[str, Any]]:
             f"{left} of {len(records)} are left. Run the same command again to finish them."
         )
     yield from _emit(params, ctx, records, done, stats, task.id)
+
+
+def _needs_request(entry: dict | None) -> bool:
+    """Not journaled yet, or journaled as failed by the endpoint (an outage, a bad key) rather than the record."""
+    return entry is None or (entry["status"] == "error" and entry["error"]["type"] in ENDPOINT_KINDS)
 
 
 def _check_keys(params: LLMParams, name: str) -> None:
@@ -371,8 +395,9 @@ def _emit(
             f"generate.generators.{ctx.name}: all {len(records)} records failed "
             f"({', '.join(f'{k}: {n}' for k, n in kinds.items())}); last error: {last}. "
             f"Check generate.generators.{ctx.name}.models (model names, api_base, api_key_env) and that the "
-            f"endpoint answers. The error records are kept in {ctx.resume_dir / (ctx.name + '.jsonl')}; delete "
-            "that file to request them again."
+            "endpoint answers, then run the same command again: records that failed for the endpoint "
+            f"({', '.join(sorted(ENDPOINT_KINDS))}) are requested again. The journal is "
+            f"{ctx.resume_dir / (ctx.name + '.jsonl')}; delete it to request every record again."
         )
     write_jsonl(ctx.work_dir / f"{ctx.name}.errors.jsonl", errors)
     wanted = {intent: params.rows_per_intent or ctx.counts.get(intent, 0) for intent in ctx.intents}

@@ -172,15 +172,63 @@ def test_an_unknown_task_or_bad_prompt_is_a_recipe_error(tmp_path: Path, server:
     assert server.stats.requests == 0
 
 
-def test_a_dead_endpoint_is_one_clear_error_and_keeps_earlier_stages(tmp_path: Path, server: LLMServer) -> None:
-    """Nothing listening at api_base: generate fails with the cause and the fix; nothing is published."""
-    env = {"TEST_LLM_BASE": "http://127.0.0.1:9/v1", "TEST_LLM_KEY": CANARY}
-    result = run(tmp_path, server, "--until", "split", "generate.generators.llm.max_attempts=1", env=env)
+def test_a_dead_endpoint_is_one_clear_error_and_the_same_command_resumes_after_the_outage(
+    tmp_path: Path, server: LLMServer
+) -> None:
+    """Nothing listening at api_base: generate fails with the cause and the fix; nothing is published. Once the
+    server is back, the same command requests the failed records again and finishes."""
+    url = server.url
+    server.stop()
+    env = {"TEST_LLM_BASE": url, "TEST_LLM_KEY": CANARY}
+    overrides = ("--until", "split", "generate.generators.llm.max_attempts=1")
+    result = run(tmp_path, server, *overrides, env=env)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "all 24 records failed (connection: 24)" in result.stderr
-    assert "generate.generators.llm.models" in result.stderr and "delete that file" in result.stderr
+    assert "generate.generators.llm.models" in result.stderr and "run the same command again" in result.stderr
     generate = tmp_path / "outputs" / "cache" / "generate"
     assert not list(generate.glob("*/manifest.json"))
-    assert len(read_lines(next(generate.glob("*.resume/llm.jsonl")))) == 24
-    status = run_cli("status", f"recipe={RECIPE}", "generate.generators.llm.max_attempts=1", cwd=tmp_path, env=env)
+    journal = next(generate.glob("*.resume/llm.jsonl"))
+    assert len(read_lines(journal)) == 24
+    status = run_cli("status", f"recipe={RECIPE}", *overrides[2:], cwd=tmp_path, env=env)
     assert "PARTIAL" in status.stdout
+
+    port = int(url.rsplit(":", 1)[1].split("/")[0])
+    with LLMServer(Faults(seed=7), port=port) as back:
+        again = run(tmp_path, back, *overrides, env=env)
+        assert again.returncode == 0, again.stderr
+        assert "24 records that failed for the endpoint" in again.stderr + again.stdout
+        assert back.stats.requests == 24
+    rows = read_lines(generate_dir(tmp_path) / "rows.jsonl")
+    assert len(rows) == 120
+    kept = read_lines(generate_dir(tmp_path) / "journal" / "llm.jsonl")
+    assert len(kept) == 48 and all(line["status"] == "ok" for line in kept[24:])
+
+
+def test_the_openai_compatible_transport_runs_the_same_recipe(tmp_path: Path, server: LLMServer) -> None:
+    """transport: openai_compatible on both models gives the same rows as litellm (same seeds, same server)."""
+    direct = [f"+generate.generators.llm.models.{i}.transport=openai_compatible" for i in (0, 1)]
+    for name in ("direct", "litellm"):
+        (tmp_path / name).mkdir()
+    result = run(tmp_path / "direct", server, "--until", "generate", *direct)
+    assert result.returncode == 0, result.stderr
+    assert server.stats.requests == RECORDS
+    via_litellm = run(tmp_path / "litellm", server, "--until", "generate")
+    assert via_litellm.returncode == 0, via_litellm.stderr
+    texts = [
+        [row["text"] for row in read_lines(generate_dir(tmp_path / name) / "rows.jsonl")]
+        for name in ("direct", "litellm")
+    ]
+    assert len(texts[0]) == 120 and texts[0] == texts[1]
+
+
+def test_the_openai_compatible_transport_needs_an_api_base(tmp_path: Path, server: LLMServer) -> None:
+    result = run(
+        tmp_path,
+        server,
+        "+generate.generators.llm.models.0.transport=openai_compatible",
+        "generate.generators.llm.models.0.api_base=null",
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "generate.generators.llm.models[0]: transport" in result.stderr
+    assert "set api_base to its URL" in result.stderr
+    assert server.stats.requests == 0

@@ -1,0 +1,184 @@
+"""The ``openai_compatible`` transport against the loopback server: answers, error kinds, deadlines, dispatch."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from framework.llm.client import AttemptError
+from framework.llm.dispatcher import Dispatcher, DispatchSettings, TaskOutcome, TaskRecord
+from framework.llm.openai_http import OpenAICompatibleTransport, wire_model
+from framework.llm.records import Queries
+from framework.llm.requests import LLMRequest, request
+from framework.llm.roulette import ModelRoulette, ModelSpec
+from tests.assets.llm_server import Faults, LLMServer
+
+KEY_ENV = "INTENTCRAFT_TEST_DIRECT_KEY"
+KEY = "sk-direct-0123456789abcdef"
+DIRECT = "openai_compatible"
+
+
+@pytest.fixture(autouse=True)
+def _key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(KEY_ENV, KEY)
+
+
+def spec(url: str, name: str = "openai/fake-a") -> ModelSpec:
+    return ModelSpec(name, api_key_env=KEY_ENV, api_base=url, transport=DIRECT)
+
+
+def call(model: ModelSpec, req: LLMRequest, timeout: float = 2.0, defaults: dict[str, Any] | None = None) -> Any:
+    async def once() -> Any:
+        transport = OpenAICompatibleTransport()
+        try:
+            return await transport.attempt(model, req, timeout, defaults or {})
+        finally:
+            await transport.close()
+
+    return asyncio.run(once())
+
+
+def failure(model: ModelSpec, timeout: float = 2.0) -> AttemptError:
+    with pytest.raises(AttemptError) as info:
+        call(model, request("Write 2 queries", schema=Queries), timeout)
+    return info.value
+
+
+def test_wire_model_drops_only_litellms_openai_prefix() -> None:
+    assert wire_model("openai/Qwen/Qwen2.5-7B-Instruct") == "Qwen/Qwen2.5-7B-Instruct"
+    assert wire_model("llama3.1:8b") == "llama3.1:8b"
+
+
+def test_an_answer_with_parsed_json_tokens_seed_and_the_bearer_key() -> None:
+    """The body carries model (prefix dropped), messages, sampling and seed; the answer parses into the schema."""
+    bodies: list[tuple[dict, str]] = []
+    with LLMServer() as server:
+        answer_of = server._answer
+
+        def spy(body: Any, authorization: str) -> Any:
+            bodies.append((body, authorization))
+            return answer_of(body, authorization)
+
+        server._answer = spy  # type: ignore[method-assign]
+        req = request("Write 4 queries", schema=Queries, seed=7)
+        answer = call(spec(server.url), req, defaults={"temperature": 0.3, "max_tokens": 99})
+    [(body, authorization)] = bodies
+    assert authorization == f"Bearer {KEY}"
+    assert body["model"] == "fake-a" and body["messages"] == list(req.messages)
+    assert body["temperature"] == 0.3 and body["max_tokens"] == 99 and body["seed"] == 7
+    assert body["response_format"] == {"type": "json_object"}
+    assert len(answer.parsed.queries) == 4
+    assert answer.prompt_tokens >= 1 and answer.completion_tokens == len(answer.text) // 4
+    assert answer.latency_ms > 0
+
+
+def test_same_seed_same_answer_as_through_litellm_wire_format() -> None:
+    """Two calls with one seed get the same text: the seed really reaches the server."""
+    with LLMServer() as server:
+        first = call(spec(server.url), request("Write 3 queries", seed=11))
+        second = call(spec(server.url), request("Write 3 queries", seed=11))
+        other = call(spec(server.url), request("Write 3 queries", seed=12))
+    assert first.text == second.text != other.text
+
+
+@pytest.mark.parametrize(
+    ("faults", "kind"),
+    [
+        (Faults(auth_error=True), "auth"),
+        (Faults(server_error=1.0), "server_error"),
+        (Faults(empty=1.0), "empty"),
+        (Faults(malformed=1.0), "malformed"),
+    ],
+)
+def test_server_faults_sort_into_the_same_kinds_as_litellm(faults: Faults, kind: str) -> None:
+    with LLMServer(faults) as server:
+        error = failure(spec(server.url))
+    assert error.kind == kind
+    assert error.message.startswith("HTTP ") or kind in ("empty", "malformed")
+
+
+def test_rate_limit_carries_retry_after() -> None:
+    with LLMServer(Faults(rate_limit=1.0, retry_after=3)) as server:
+        error = failure(spec(server.url))
+    assert error.kind == "rate_limit" and error.retry_after == 3.0
+    assert error.message == "HTTP 429: Rate limit reached, please retry later"
+
+
+def test_a_hung_server_costs_the_deadline_then_timeout() -> None:
+    with LLMServer(Faults(hang=1.0)) as server:
+        started = time.monotonic()
+        error = failure(spec(server.url), timeout=0.5)
+        elapsed = time.monotonic() - started
+    assert error.kind == "timeout" and 0.45 <= elapsed < 1.5
+
+
+def test_a_wrong_path_is_bad_request_and_a_closed_port_is_connection() -> None:
+    with LLMServer() as server:
+        assert failure(spec(server.url + "/nowhere")).kind == "bad_request"
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    error = failure(spec(f"http://127.0.0.1:{port}/v1"))
+    assert error.kind == "connection" and "ClientConnectorError" in error.message
+
+
+@pytest.fixture
+def garbage_server() -> Iterator[str]:
+    """A server that answers 200 with a body that is not a chat completion."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            body = b"<html>gateway says hi</html>"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}/v1"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_a_body_that_is_not_a_chat_completion_is_malformed(garbage_server: str) -> None:
+    error = failure(spec(garbage_server))
+    assert error.kind == "malformed" and "gateway says hi" in error.message
+
+
+def ask(payload: Any) -> Any:
+    response = yield request(f"Write {payload} queries about travel.", schema=Queries)
+    return list(response.parsed.queries)
+
+
+def test_dispatch_through_a_storm_with_the_direct_transport() -> None:
+    """429s, 5xx, empty and malformed answers at concurrency 8: every record ends as rows or an error record, the
+    limit holds on both sides, secrets never reach an outcome, and the session is closed at the end."""
+    faults = Faults(rate_limit=0.2, retry_after=0, server_error=0.1, empty=0.05, malformed=0.05, latency=0.01)
+    settings = DispatchSettings(concurrency=8, timeout=2.0, max_attempts=4, backoff_base=0.01, backoff_max=0.02)
+    records = [TaskRecord(f"r{i}", "openai/fake-a", 3) for i in range(120)]
+    outcomes: list[TaskOutcome] = []
+    with LLMServer(faults) as server:
+        dispatcher = Dispatcher(ModelRoulette([spec(server.url)]), settings, [KEY])
+        asyncio.run(dispatcher.run(records, ask, outcomes.append))
+        server_stats = server.stats
+    assert sorted(o.key for o in outcomes) == sorted(r.key for r in records)
+    ok = [o for o in outcomes if o.error is None]
+    assert len(ok) >= 100 and all(len(o.rows) == 3 for o in ok)
+    assert dispatcher.stats.retries > 0 and dispatcher.stats.max_in_flight <= 8
+    assert server_stats.max_in_flight <= 8 and server_stats.requests == dispatcher.stats.requests
+    assert KEY not in json.dumps([o.steps for o in outcomes])
+    assert dispatcher._http._session is None  # closed
