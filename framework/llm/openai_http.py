@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import urllib.parse
+import urllib.request
 from typing import Any
 
 from framework.llm.client import (
@@ -39,6 +41,7 @@ class OpenAICompatibleTransport:
 
     def __init__(self) -> None:
         self._session: Any = None
+        self._proxies: dict[str, str | None] = {}
 
     def _client(self) -> Any:
         if self._session is None:
@@ -47,9 +50,17 @@ class OpenAICompatibleTransport:
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=0),  # the dispatcher bounds requests in flight
                 timeout=aiohttp.ClientTimeout(total=None),  # the deadline is enforced around the whole call
-                trust_env=True,  # HTTP(S)_PROXY and NO_PROXY, as litellm does
+                trust_env=False,  # aiohttp would then look up proxies and .netrc in a thread for every request
             )
         return self._session
+
+    def _proxy(self, url: str) -> str | None:
+        """The proxy that HTTP(S)_PROXY and NO_PROXY name for ``url``, looked up once per server, as litellm does."""
+        if url not in self._proxies:
+            parts = urllib.parse.urlsplit(url)
+            bypass = urllib.request.proxy_bypass(parts.hostname or "")
+            self._proxies[url] = None if bypass else urllib.request.getproxies().get(parts.scheme)
+        return self._proxies[url]
 
     async def attempt(self, spec: ModelSpec, req: LLMRequest, timeout: float, defaults: dict[str, Any]) -> Answer:
         """Call the model once; the call is cancelled at ``timeout`` seconds whatever the server does."""
@@ -58,9 +69,12 @@ class OpenAICompatibleTransport:
             status, headers, body = await asyncio.wait_for(self._post(spec, req, defaults), timeout=timeout)
         except TimeoutError:
             raise AttemptError("timeout", f"no answer within {timeout:g} s", latency_ms=elapsed_ms(started)) from None
-        except Exception as exc:  # aiohttp's connection and payload errors, OSError
+        except Exception as exc:
+            transport = isinstance(exc, OSError) or type(exc).__module__.startswith("aiohttp")
             message = f"{type(exc).__name__}: {exc}".strip()[:500]
-            raise AttemptError("connection", message, latency_ms=elapsed_ms(started)) from None
+            raise AttemptError(
+                "connection" if transport else "error", message, latency_ms=elapsed_ms(started)
+            ) from None
         latency = elapsed_ms(started)
         if status != 200:
             kind = _STATUS_KINDS.get(status, "server_error" if status >= 500 else "error")
@@ -79,7 +93,8 @@ class OpenAICompatibleTransport:
         if (key := spec.api_key()) is not None:
             headers["Authorization"] = f"Bearer {key}"
         url = f"{(spec.api_base or '').rstrip('/')}/chat/completions"
-        async with self._client().post(url, data=json.dumps(body), headers=headers) as response:
+        post = self._client().post(url, data=json.dumps(body), headers=headers, proxy=self._proxy(url))
+        async with post as response:
             return response.status, response.headers, await response.text(errors="replace")
 
     async def close(self) -> None:

@@ -182,3 +182,17 @@ def test_dispatch_through_a_storm_with_the_direct_transport() -> None:
     assert server_stats.max_in_flight <= 8 and server_stats.requests == dispatcher.stats.requests
     assert KEY not in json.dumps([o.steps for o in outcomes])
     assert dispatcher._http._session is None  # closed
+
+
+def test_proxies_come_from_the_environment_once_per_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    """HTTP(S)_PROXY applies unless NO_PROXY names the host (looked up, never contacted, here)."""
+    for name in ("http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:3128")
+    monkeypatch.setenv("NO_PROXY", "internal.example,127.0.0.1")
+    transport = OpenAICompatibleTransport()
+    assert transport._proxy("https://llm.example/v1/chat/completions") == "http://127.0.0.1:3128"
+    assert transport._proxy("https://internal.example/v1/chat/completions") is None
+    assert transport._proxy("http://127.0.0.1:8000/v1/chat/completions") is None  # no HTTP_PROXY set
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9999")
+    assert transport._proxy("https://llm.example/v1/chat/completions") == "http://127.0.0.1:3128"  # cached
