@@ -196,3 +196,18 @@ def test_proxies_come_from_the_environment_once_per_server(monkeypatch: pytest.M
     assert transport._proxy("http://127.0.0.1:8000/v1/chat/completions") is None  # no HTTP_PROXY set
     monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9999")
     assert transport._proxy("https://llm.example/v1/chat/completions") == "http://127.0.0.1:3128"  # cached
+
+
+def test_unset_sampling_values_are_left_out_not_sent_as_null() -> None:
+    bodies: list[dict] = []
+    with LLMServer() as server:
+        answer_of = server._answer
+
+        def spy(body: Any, authorization: str) -> Any:
+            bodies.append(body)
+            return answer_of(body, authorization)
+
+        server._answer = spy  # type: ignore[method-assign]
+        call(spec(server.url), request("Write 2 queries"))
+    [body] = bodies
+    assert set(body) == {"model", "messages"}
