@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from framework.calibration_metrics import ece_noise, top_label_errors
 from framework.io import atomic_write_bytes
 
 ACCEPT, ABSTAIN = "accept", "abstain"  # the values of ``decisions``
@@ -193,8 +194,24 @@ def worst_misclassified(
     ]
 
 
+def calibration_report(y_true: Sequence[str], y_pred: Sequence[str], confidences: Sequence[float], bins: int) -> dict:
+    """ECE and MCE of the top-label confidences on these rows, with the ECE a perfectly calibrated model
+    would measure on them by chance (``ece_noise_mean``, ``ece_noise_p95``), and the bin count."""
+    confidence = np.asarray(confidences, dtype=np.float64)
+    correct = np.array([t == p for t, p in zip(y_true, y_pred, strict=True)], dtype=np.float64)
+    ece, mce = top_label_errors(confidence, correct, bins)
+    noise = ece_noise(confidence, bins)
+    return {"ece": ece, "mce": mce, "ece_noise_mean": noise.mean, "ece_noise_p95": noise.p95, "ece_bins": bins}
+
+
 def _evaluate_part(
-    columns: dict[str, Any], indices: list[int], evidence: str, labels: list[str], fallback: str | None, worst_k: int
+    columns: dict[str, Any],
+    indices: list[int],
+    evidence: str,
+    labels: list[str],
+    fallback: str | None,
+    worst_k: int,
+    ece_bins: int,
 ) -> dict[str, Any]:
     picked = {key: None if col is None else [col[i] for i in indices] for key, col in columns.items()}
     rows, y_pred = picked["rows"], picked["y_pred"]
@@ -202,6 +219,7 @@ def _evaluate_part(
     part = classification_report(y_true, y_pred, labels, fallback)
     if picked["routed"] is not None and picked["decisions"] is not None:
         part["routed"] = routed_report(y_true, picked["routed"], picked["decisions"], labels, fallback)
+    part["calibration"] = calibration_report(y_true, y_pred, picked["confidences"], ece_bins)
     part["worst_misclassified"] = worst_misclassified(rows, y_pred, picked["confidences"], worst_k)
     return {**part, "evidence": evidence, "benchmark_evidence": evidence == "real"}
 
@@ -215,6 +233,7 @@ def evaluate_rows(
     labels: list[str],
     fallback_intent: str | None,
     worst_k: int = 10,
+    ece_bins: int = 15,
 ) -> dict[str, Any]:
     """Metrics of all rows and of their real and synthetic parts, each labelled with its evidence.
 
@@ -225,10 +244,12 @@ def evaluate_rows(
         decisions: ``"accept"`` / ``"abstain"`` per row, or ``None`` (with ``routed``).
         labels: Every intent; ``fallback_intent``: the out-of-scope intent or ``None``.
         worst_k: How many confident mistakes to keep per part.
+        ece_bins: Equal-width confidence bins of the held-out ECE and MCE (``calibration`` of each part).
 
     Returns:
         ``{"all": {...}, "real": {...} | None, "synthetic": {...} | None}``; each block holds the
-        ``classification_report`` keys plus ``routed``, ``worst_misclassified``, ``evidence``
+        ``classification_report`` keys plus ``routed``, ``calibration`` (held-out ECE and MCE of the
+        confidences, see ``calibration_report``), ``worst_misclassified``, ``evidence``
         (``real``/``synthetic``/``mixed``) and ``benchmark_evidence`` (true only for real rows).
     """
     if not _check_lengths(rows=rows, y_pred=y_pred, confidences=confidences, routed=routed, decisions=decisions):
@@ -239,7 +260,9 @@ def evaluate_rows(
     parts = {"all": list(range(len(rows))), **split_by_evidence(rows)}
     evidence = {"all": evidence_label(rows), "real": "real", "synthetic": "synthetic"}
     return {
-        name: _evaluate_part(columns, indices, evidence[name], labels, fallback_intent, worst_k) if indices else None
+        name: _evaluate_part(columns, indices, evidence[name], labels, fallback_intent, worst_k, ece_bins)
+        if indices
+        else None
         for name, indices in parts.items()
     }
 

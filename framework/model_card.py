@@ -44,12 +44,20 @@ def _metrics_lines(manifests: dict[str, dict[str, Any]]) -> list[str]:
     for key, name in (("oos_recall", "out-of-scope recall"), ("oos_precision", "out-of-scope precision")):
         if evaluation.get(key) is not None:
             lines.append(f"| {name} | {_pct(evaluation[key])} |")
-    lines += [
+    lines.append(
         f"| ECE before / after calibration (eval) | {calibration.get('ece_before', 0):.4f} / "
-        f"{calibration.get('ece_after', 0):.4f} |",
+        f"{calibration.get('ece_after', 0):.4f} |"
+    )
+    held_out = evaluation.get("calibration")
+    if held_out:
+        lines.append(
+            f"| ECE on {manifests['evaluate']['evaluated_split']}, calibrated (chance level "
+            f"{held_out['ece_noise_mean']:.4f}) | {held_out['ece']:.4f} |"
+        )
+    lines.append(
         f"| eval accuracy fp32 PyTorch / shipped ONNX | {_pct(export['reference_accuracy'])} / "
-        f"{_pct(export['exported_accuracy'])} |",
-    ]
+        f"{_pct(export['exported_accuracy'])} |"
+    )
     if evaluation.get("evidence") != "real":
         lines += ["", SYNTHETIC_NOTE]
     return lines

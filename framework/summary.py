@@ -99,6 +99,12 @@ def model_table(manifests: dict[str, dict[str, Any]]) -> Table:
             f"{calibration.get('ece_before', 0):.4f} -> "
             f"{calibration.get('ece_after', 0):.4f} (T={calibration.get('temperature', 0):.3f})",
         )
+    held_out = (manifests.get("evaluate", {}).get("evaluation", {}).get("all") or {}).get("calibration")
+    if held_out:
+        table.add_row(
+            f"ECE on {manifests['evaluate']['evaluated_split']}, calibrated",
+            f"{held_out['ece']:.4f} (chance level {held_out['ece_noise_mean']:.4f})",
+        )
     if "export" in manifests:
         export = manifests["export"]["export"]
         table.add_row(

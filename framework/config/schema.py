@@ -105,10 +105,17 @@ class CalibrateSection(PluginSection):
 
 
 class EvaluateConfig(StrictModel):
-    """What the evaluate stage reports."""
+    """What the evaluate stage reports.
+
+    Attributes:
+        worst_examples: Most confident mistakes kept per evidence part.
+        batch_size: Texts handed to the Router per call (progress steps); results do not depend on it.
+        ece_bins: Equal-width bins of the held-out ECE and MCE of the calibrated confidences.
+    """
 
     worst_examples: int = Field(default=20, ge=0, le=10_000)
     batch_size: int = Field(default=64, ge=1, le=4096)
+    ece_bins: int = Field(default=15, ge=2, le=100)
 
 
 class ReportSection(PluginSection):

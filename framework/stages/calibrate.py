@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -52,21 +53,44 @@ def run_calibrate(run: StageRun) -> dict[str, Any]:
         "fallback_intent": fallback,
     }
     atomic_write_json(run.work_dir / CALIBRATION_FILE, calibration)
-    _ece_gate(result.metrics, run.recipe.config.calibrate.max_ece)
+    _ece_gate(result.metrics, run.recipe.config.calibrate.max_ece, run.warn)
     return {
         "calibration": {**calibration, **result.metrics},
         "plots": [str(p.relative_to(run.work_dir)) for p in result.plots],
     }
 
 
-def _ece_gate(metrics: dict[str, Any], limit: float | None) -> None:
+def _ece_gate(metrics: dict[str, Any], limit: float | None, warn: Callable[[str], None]) -> None:
+    """Fail when ``ece_after`` exceeds ``limit``, saying whether the excess is within chance on these rows; warn
+    when the gate passes at a ``limit`` that lies within that chance (``ece_noise_*`` from the calibrator)."""
     after = metrics.get("ece_after")
-    if limit is not None and after is not None and after > limit:
+    if limit is None or after is None:
+        return
+    noise_mean, noise_p95 = metrics.get("ece_noise_mean"), metrics.get("ece_noise_p95")
+    rows = metrics.get("n", "the")
+    if after <= limit:
+        if noise_p95 is not None and limit < noise_p95:
+            warn(
+                f"calibrate.max_ece={limit} passed, but it lies within the sampling noise of an ECE measured on "
+                f"{rows} eval rows: a perfectly calibrated model measures {noise_mean:.4f} on average and above "
+                f"{noise_p95:.4f} one time in twenty, so this gate can pass or fail by chance. Give the eval split "
+                f"more rows (split.ratios.eval) or set calibrate.max_ece above {noise_p95:.4f}."
+            )
+        return
+    before = f"{metrics.get('ece_before', float('nan')):.4f}"
+    measured = f"calibrate: expected calibration error after temperature scaling is {after:.4f} (before: {before})"
+    if noise_p95 is not None and after <= noise_p95:
         raise GateFailed(
-            f"calibrate: expected calibration error after temperature scaling is {after:.4f} (before: "
-            f"{metrics.get('ece_before', float('nan')):.4f}), above calibrate.max_ece={limit}. More eval rows "
-            "(split.ratios.eval) give a steadier fit; or relax the gate for this recipe."
+            f"{measured}, above calibrate.max_ece={limit}, but within what chance alone gives on {rows} eval rows (a "
+            f"perfectly calibrated model measures {noise_mean:.4f} on average, up to {noise_p95:.4f} one time in "
+            "twenty): the eval split is too small to judge calibration at this limit. Give it more rows "
+            f"(split.ratios.eval) or set calibrate.max_ece above {noise_p95:.4f}."
         )
+    chance = "" if noise_mean is None else f" (chance alone gives {noise_mean:.4f} on these rows)"
+    raise GateFailed(
+        f"{measured}, above calibrate.max_ece={limit}{chance}. More eval rows (split.ratios.eval) give a steadier "
+        "fit; or relax the gate for this recipe."
+    )
 
 
 CALIBRATE = StageDef(

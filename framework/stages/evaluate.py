@@ -58,10 +58,10 @@ def run_evaluate(run: StageRun) -> dict[str, Any]:
     router = Router.load(bundle)
     split, rows = _test_rows(run)
     bar = run.progress.task(f"evaluate: {split} split", len(rows))
-    results = []
-    for start in range(0, len(rows), 256):
-        results += router.predict([row["text"] for row in rows[start : start + 256]])
-        bar(min(256, len(rows) - start))
+    results, step = [], config.evaluate.batch_size
+    for start in range(0, len(rows), step):
+        results += router.predict([row["text"] for row in rows[start : start + step]])
+        bar(min(step, len(rows) - start))
     labels = list(router.labels)
     evaluation = evaluate_rows(
         rows,
@@ -72,6 +72,7 @@ def run_evaluate(run: StageRun) -> dict[str, Any]:
         labels,
         config.fallback_intent,
         worst_k=config.evaluate.worst_examples,
+        ece_bins=config.evaluate.ece_bins,
     )
     matrix = evaluation["all"]["confusion_matrix"]
     title = f"{run.recipe.name}: {split} split ({evaluation['all']['evidence']} rows)"

@@ -2,7 +2,9 @@
 
 One scalar ``T`` divides the exported model's logits; it is fitted by minimising the negative
 log-likelihood on the eval split. Thresholds are then fitted on the calibrated probabilities so
-that accepted predictions reach a target precision. ECE and MCE come from ``netcal``.
+that accepted predictions reach a target precision. ECE and MCE come from ``netcal``; ``ece_noise_mean``
+and ``ece_noise_p95`` give the ECE that a perfectly calibrated model would measure by chance on the same
+rows (see ``framework.calibration_metrics``), the yardstick for ``ece_after`` on a small eval split.
 
 Example::
 
@@ -24,6 +26,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import Field, field_validator, model_validator
 
+from framework.calibration_metrics import ece_noise, top_label_errors
 from framework.plugin_api import CalibrateContext, CalibrationResult
 from framework.registry import PluginParams, calibrators
 
@@ -109,18 +112,8 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray, bounds: tuple[float,
 
 
 def calibration_errors(probs: np.ndarray, labels: np.ndarray, bins: int) -> tuple[float, float]:
-    """Top-label ECE and MCE over ``bins`` equal-width bins, measured by netcal.
-
-    netcal 1.4.0 guesses the task from the labels: when ``labels`` holds at most two distinct values it
-    treats them as binary correctness flags and raises ``RuntimeError`` for more than two probability
-    columns (and measures class 1, not the top label, for two). An eval split where only one or two
-    intents occur triggers it, so netcal gets the (confidence, correct) pair it builds itself for
-    multi-class input; the numbers are identical wherever the full-matrix call works.
-    """
-    from netcal.metrics import ECE, MCE
-
-    confidence, correct = top_label(probs, labels)
-    return float(ECE(bins).measure(confidence, correct)), float(MCE(bins).measure(confidence, correct))
+    """Top-label ECE and MCE of a probability matrix over ``bins`` equal-width bins, measured by netcal."""
+    return top_label_errors(*top_label(probs, labels), bins)
 
 
 def brier_score(probs: np.ndarray, labels: np.ndarray) -> float:
@@ -172,6 +165,7 @@ def _skipped(ctx: CalibrateContext) -> tuple[set[str], list[int]]:
 def _metrics(logits: np.ndarray, label_ids: np.ndarray, temperature: float, bins: int) -> dict[str, float | int]:
     before, after = softmax(logits), softmax(logits, temperature)
     (ece_before, mce_before), (ece_after, mce_after) = (calibration_errors(p, label_ids, bins) for p in (before, after))
+    noise = ece_noise(after.max(axis=1), bins)
     return {
         "ece_before": ece_before,
         "ece_after": ece_after,
@@ -182,6 +176,8 @@ def _metrics(logits: np.ndarray, label_ids: np.ndarray, temperature: float, bins
         "brier_before": brier_score(before, label_ids),
         "brier_after": brier_score(after, label_ids),
         "accuracy": float((before.argmax(axis=1) == label_ids).mean()),
+        "ece_noise_mean": noise.mean,
+        "ece_noise_p95": noise.p95,
         "bins": bins,
         "n": len(label_ids),
     }

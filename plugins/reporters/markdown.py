@@ -35,6 +35,13 @@ HEADLINE = [
     ("in-scope accuracy", "in_scope_accuracy"),
     ("predictions outside the labels", "unknown_predictions"),
 ]
+CALIBRATION = [
+    ("ECE of the calibrated confidences", "ece"),
+    ("MCE", "mce"),
+    ("ECE a perfectly calibrated model measures here by chance (mean)", "ece_noise_mean"),
+    ("... and one time in twenty above", "ece_noise_p95"),
+    ("bins", "ece_bins"),
+]
 ROUTED = [
     ("coverage (share accepted)", "coverage"),
     ("selective accuracy (among accepted)", "selective_accuracy"),
@@ -93,6 +100,9 @@ def _worst(report: Report, part: dict[str, Any], level: str) -> list[str]:
 def _evaluation_part(report: Report, part: dict[str, Any], level: str) -> list[str]:
     real = part.get("evidence") == "real"  # anything else, a missing label included, is not evidence
     lines = [f"_{REAL_NOTE}_" if real else f"> **{SYNTHETIC_BANNER}**", "", *_metrics(report, part, HEADLINE)]
+    held_out = as_dict(part.get("calibration"))
+    if held_out:
+        lines += [f"{level} Calibration on these rows", "", *_metrics(report, held_out, CALIBRATION)]
     routed = as_dict(part.get("routed"))
     if routed:
         lines += [f"{level} Routing after abstention", "", *_metrics(report, routed, ROUTED)]

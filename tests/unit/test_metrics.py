@@ -186,3 +186,14 @@ def test_confusion_table_markdown_lists_top_pairs_for_many_labels() -> None:
     assert len(lines) == 2 + 20
     diagonal = [[10 if i == j else 0 for j in range(25)] for i in range(25)]
     assert confusion_table_markdown(diagonal, labels).startswith("No confusions")
+
+
+def test_evaluate_rows_reports_held_out_calibration_of_the_confidences() -> None:
+    rows = [make_row("a", False, text=str(i)) for i in range(10)]
+    y_pred = ["a"] * 8 + ["b"] * 2  # 80% right, all at confidence 0.8: calibrated, ECE 0
+    result = evaluate_rows(rows, y_pred, [0.8] * 10, None, None, LABELS, "oos", ece_bins=10)
+    held_out = result["real"]["calibration"]
+    assert held_out["ece"] == pytest.approx(0.0) and held_out["mce"] == pytest.approx(0.0)
+    assert held_out["ece_bins"] == 10 and 0 < held_out["ece_noise_mean"] <= held_out["ece_noise_p95"]
+    overconfident = evaluate_rows(rows, y_pred, [1.0] * 10, None, None, LABELS, "oos")["all"]["calibration"]
+    assert overconfident["ece"] == pytest.approx(0.2)
