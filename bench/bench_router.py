@@ -7,7 +7,7 @@
 It builds (or reuses from the cache) every stage of the recipe, then measures on the test split:
 accuracy and ECE of the shipped INT8 bundle, INT8 vs fp32 accuracy, single-query latency of the bundle vs
 PyTorch fp32 eager, batch throughput, and training time per epoch vs a plain transformers training loop
-(in A-B-B-A order, ``--train-repeats`` rounds).
+and the same loop with intentcraft's gradient clipping (in A-B-C-C-B-A order, ``--train-repeats`` rounds).
 Every figure is measured here and now; ratios compare numbers taken in this same process.
 """
 
@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
 from framework.calibration_metrics import ece_noise, top_label_errors
 from framework.config.check import check_recipe
@@ -58,6 +59,20 @@ def time_each(fn: Any, texts: list[str], warmup: int = 20) -> list[float]:
     return times
 
 
+def positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def key_value(text: str) -> tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, yaml.safe_load(value)
+
+
 def timings(seconds: list[float]) -> str:
     return ", ".join(f"{value:.1f}" for value in seconds)
 
@@ -89,9 +104,16 @@ def torch_model(train_dir: Path) -> tuple[Any, Any]:
 
 
 def plain_loop_epoch(
-    train_dir: Path, rows: list[dict], labels: list[str], batch_size: int, lr: float, max_length: int
+    train_dir: Path,
+    rows: list[dict],
+    labels: list[str],
+    batch_size: int,
+    lr: float,
+    max_length: int,
+    clip: float | None = None,
 ) -> float:
-    """One epoch of a plain transformers fine-tuning loop (the reference for training speed)."""
+    """One epoch of a plain transformers fine-tuning loop (the reference for training speed); ``clip`` adds
+    gradient clipping at that norm, the one step of intentcraft's loop that the plain loop lacks."""
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
 
@@ -113,6 +135,8 @@ def plain_loop_epoch(
         loss = model(**batch).loss
         optimizer.zero_grad()
         loss.backward()
+        if clip is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
         optimizer.step()
     return time.perf_counter() - started
 
@@ -135,7 +159,16 @@ def main() -> None:
     parser.add_argument("--outputs", type=Path, default=Path("outputs"))
     parser.add_argument("--queries", type=int, default=300, help="queries timed one by one per model")
     parser.add_argument("--train-rows", type=int, default=2000, help="rows for the training-speed comparison")
-    parser.add_argument("--train-repeats", type=int, default=1, help="A-B-B-A rounds of the training comparison")
+    parser.add_argument("--train-repeats", type=positive, default=1, help="A-B-B-A rounds of the training comparison")
+    parser.add_argument(
+        "--trainer-set",
+        type=key_value,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="trainer param for the epoch comparison (YAML value), e.g. max_grad_norm=null; batch_size and lr "
+        "apply to the plain loop too",
+    )
     parser.add_argument("--run", type=Path, help="measure a finished run directory (its run.json) instead of building")
     args = parser.parse_args()
 
@@ -183,22 +216,27 @@ def main() -> None:
         for k, v in read_json(dirs["train"] / "manifest.json")["inputs"]["config"]["trainer"].items()
         if k != "plugin"
     }
+    trainer_params.update(args.trainer_set)  # e.g. --trainer-set max_grad_norm=null for the epoch comparison
 
     def ours_once() -> float:
         return our_epoch(train_rows, labels, dirs["train"] / "model", trainer_params, args.outputs / "bench-train")
 
-    def plain_once() -> float:
+    def plain_once(clip: float | None = None) -> float:
         batch_size, lr = trainer_params["batch_size"], trainer_params["lr"]
-        return plain_loop_epoch(dirs["train"], train_rows, labels, batch_size, lr, facts["max_length"])
+        return plain_loop_epoch(dirs["train"], train_rows, labels, batch_size, lr, facts["max_length"], clip)
 
-    # A-B-B-A order, so neither side gains from running second in a warmed-up process; repeated as asked.
+    # A-B-C-C-B-A order, so no side gains from its place in a warming or slowing process; repeated as asked.
+    clip = trainer_params.get("max_grad_norm")
     ours_times: list[float] = []
     plain_times: list[float] = []
+    clipped_times: list[float] = []
     for _ in range(args.train_repeats):
         ours_times.append(ours_once())
-        plain_times += [plain_once(), plain_once()]
+        plain_times.append(plain_once())
+        clipped_times += [plain_once(clip), plain_once(clip)]
+        plain_times.append(plain_once())
         ours_times.append(ours_once())
-    ours, plain = float(np.mean(ours_times)), float(np.mean(plain_times))
+    ours, plain, clipped = (float(np.mean(t)) for t in (ours_times, plain_times, clipped_times))
 
     size_mb = (bundle / "model.onnx").stat().st_size / 1e6
     rows = [
@@ -207,6 +245,7 @@ def main() -> None:
             f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
         ),
         ("recipe / test rows", f"{args.recipe} / {len(texts)} ({evidence})"),
+        ("trainer params changed for the epoch comparison", dict(args.trainer_set) or "none"),
         ("test accuracy, INT8 bundle", f"{100 * float((int8_logits.argmax(1) == truth).mean()):.2f}%"),
         ("test accuracy, fp32 ONNX", f"{100 * float((fp32_logits.argmax(1) == truth).mean()):.2f}%"),
         (
@@ -223,7 +262,9 @@ def main() -> None:
         ("throughput, padded batches of 64 (not exact)", f"{padded_throughput:.0f} texts/s"),
         (f"train epoch on {len(train_rows)} rows, intentcraft", f"{ours:.1f} s ({timings(ours_times)})"),
         (f"train epoch on {len(train_rows)} rows, plain transformers loop", f"{plain:.1f} s ({timings(plain_times)})"),
+        (f"  ... plain loop with clipping at {clip}", f"{clipped:.1f} s ({timings(clipped_times)})"),
         ("training time ratio plain / intentcraft", f"{plain / ours:.2f}x"),
+        ("training time ratio plain with clipping / intentcraft", f"{clipped / ours:.2f}x"),
     ]
     width = max(len(name) for name, _ in rows)
     for name, value in rows:

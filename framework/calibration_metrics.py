@@ -22,7 +22,7 @@ def top_label_errors(confidence: np.ndarray, correct: np.ndarray, bins: int) -> 
     netcal is handed the (confidence, correct) pair rather than a probability matrix: given labels with at
     most two distinct values, netcal 1.4 guesses a binary task and measures class 1 instead of the top label.
     """
-    from netcal.metrics import ECE, MCE  # lazy: netcal imports torch-free but heavy modules
+    from netcal.metrics import ECE, MCE  # lazy: netcal imports torch, which the runtime never loads
 
     confidence = np.asarray(confidence, dtype=np.float64)
     correct = np.asarray(correct, dtype=np.float64)

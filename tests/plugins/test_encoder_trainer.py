@@ -38,20 +38,3 @@ def test_params_reject_bad_values() -> None:
         EncoderParams(epochs=0)
     with pytest.raises(ValidationError):
         EncoderParams(precision="fp8")
-
-
-@pytest.mark.parametrize(("norm", "calls"), [(0.5, 3 * 3), (None, 0)])  # 24 rows in batches of 8, 3 epochs
-def test_gradient_clipping_runs_every_step_and_can_be_turned_off(
-    tiny_encoder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, norm: float | None, calls: int
-) -> None:
-    import torch
-
-    seen: list[float] = []
-    clip = torch.nn.utils.clip_grad_norm_
-    monkeypatch.setattr(
-        torch.nn.utils, "clip_grad_norm_", lambda p, max_norm: seen.append(max_norm) or clip(p, max_norm)
-    )
-    with Progress() as progress:
-        context = TrainContext(labels=["A", "B"], work_dir=tmp_path, seed=0, task=progress.task)
-        encoder(ROWS, [], EncoderParams(model=str(tiny_encoder), epochs=3, batch_size=8, max_grad_norm=norm), context)
-    assert seen == [norm] * calls
