@@ -62,8 +62,15 @@ def test_manifests_record_training_export_calibration_and_synthetic_evaluation(b
     evaluation = manifests["evaluate"]["evaluation"]
     assert evaluation["all"]["evidence"] == "synthetic" and evaluation["all"]["benchmark_evidence"] is False
     assert evaluation["real"] is None
+    held_out = evaluation["all"]["calibration"]
+    assert 0 <= held_out["ece"] <= held_out["mce"] <= 1 and held_out["ece_bins"] == 15
+    assert 0 < held_out["ece_noise_mean"] <= held_out["ece_noise_p95"]
+    assert 0 < calibration["ece_noise_mean"] <= calibration["ece_noise_p95"]
     card = (bundle_dir(built) / "README.md").read_text()
     assert "Synthetic evaluation" in card and "Router.load" in card
+    assert (
+        f"| ECE on test, calibrated (chance level {held_out['ece_noise_mean']:.4f}) | {held_out['ece']:.4f} |" in card
+    )
 
 
 def test_tampered_bundle_is_refused(built: Pipeline, tmp_path: Path) -> None:

@@ -111,6 +111,9 @@ def test_full_report_has_every_section_in_order(tmp_path: Path) -> None:
     assert "Evaluated on the **test** split." in text
     assert "| ece | 0.0812 | 0.0213 |" in text and "| TextSearch | 0.4000 |" in text
     assert "| who calls f1 | TextSearch | FindCallers | 0.8000 | templates |" in text  # worst mistake first
+    # held-out calibration on test: right at 0.9 and 0.4, wrong at 0.8 and 0.3, one row per bin
+    assert "### Calibration on these rows" in text
+    assert "| ECE of the calibrated confidences | 0.4500 |" in text and "| MCE | 0.8000 |" in text
     assert "| evaluate | `evaluate-fp` | 2026-01-01T10:00:00+0000 | 1.5000 | 0 |" in text
     assert "Versions: python 3.11.9, intentcraft 0.1.0" in text
     assert "| calibrate | `calibrate-fp` | 2026-01-01T10:00:00+0000 | 1.5000 | 1 |" in text
