@@ -209,18 +209,23 @@ class Dispatcher:
             if spec is None:
                 break
             await self.roulette.limiters[spec.name].acquire()
-            try:
-                answer = await self._attempt(spec, req)
-            except AttemptError as exc:
-                failures.append(self._failure(number, spec.name, exc))
+            async with self._slots:
+                spec = await self._reroute_if_resting(spec, preferred, excluded)
+                error: AttemptError | None = None
+                try:
+                    answer = await self._attempt(spec, req)
+                except AttemptError as exc:
+                    error = exc
+            if error is not None:  # the backoff below waits outside the slot
+                failures.append(self._failure(number, spec.name, error))
                 self.roulette.failed(spec.name)
-                if exc.kind not in RETRYABLE:
+                if error.kind not in RETRYABLE:
                     excluded.add(spec.name)
                     if self.roulette.route(preferred, excluded) is None:
                         break  # no other model to try: fail now, without a pointless wait
                 if number < self.settings.max_attempts:
                     self.stats.retries += 1
-                    await asyncio.sleep(self._delay(number, exc.retry_after))
+                    await asyncio.sleep(self._delay(number, error.retry_after))
                 continue
             self.roulette.succeeded(spec.name)
             response = LLMResponse(
@@ -234,19 +239,30 @@ class Dispatcher:
         entry["failed_attempts"] = failures
         raise RequestFailed(last["kind"], f"{len(failures)} attempt(s) failed; last: {last['message']}", failures)
 
+    async def _reroute_if_resting(self, spec: Any, preferred: str, excluded: set[str]) -> Any:
+        """The model to call now that a slot is free: ``spec``, unless it started resting while this attempt
+        waited for the slot and a healthy model can take it (then that model, after its own rate limit)."""
+        if self.roulette.healthy(spec.name):
+            return spec
+        other = self.roulette.route(preferred, excluded)
+        if other is None or other.name == spec.name or not self.roulette.healthy(other.name):
+            return spec
+        await self.roulette.limiters[other.name].acquire()
+        return other
+
     async def _attempt(self, spec: Any, req: LLMRequest) -> Any:
-        async with self._slots:
-            stats = self.stats
-            stats.requests += 1
-            stats.in_flight += 1
-            stats.max_in_flight = max(stats.max_in_flight, stats.in_flight)
-            try:
-                if spec.transport == "openai_compatible":
-                    answer = await self._http.attempt(spec, req, self.settings.timeout, self._defaults)
-                else:
-                    answer = await attempt(spec, req, self.settings.timeout, self._defaults)
-            finally:
-                stats.in_flight -= 1
+        """One call to ``spec`` (the caller holds a concurrency slot)."""
+        stats = self.stats
+        stats.requests += 1
+        stats.in_flight += 1
+        stats.max_in_flight = max(stats.max_in_flight, stats.in_flight)
+        try:
+            if spec.transport == "openai_compatible":
+                answer = await self._http.attempt(spec, req, self.settings.timeout, self._defaults)
+            else:
+                answer = await attempt(spec, req, self.settings.timeout, self._defaults)
+        finally:
+            stats.in_flight -= 1
         stats.prompt_tokens += answer.prompt_tokens
         stats.completion_tokens += answer.completion_tokens
         return answer

@@ -622,6 +622,19 @@ def test_dispatch_hard_deadline_on_hung_requests(api_key: str) -> None:
     assert 2 * 0.5 <= elapsed < 2 * 0.5 + 0.02 + 1.0
 
 
+def test_attempts_queued_for_a_slot_skip_a_model_that_started_resting(api_key: str) -> None:
+    """Six records for fake-a wait for one slot; the first 500 rests fake-a, so the five queued behind it
+    go to fake-b instead of each paying a failed call to the resting model."""
+    with LLMServer(Faults(fail_models=frozenset({"fake-a"}))) as server:
+        roulette = ModelRoulette([spec(server, A), spec(server, B)], failures_to_rotate=1, cooldown=30)
+        records = [TaskRecord(f"r{i}", A, 1) for i in range(6)]
+        settings = DispatchSettings(concurrency=1, timeout=2.0, max_attempts=3, backoff_base=0.01)
+        outcomes, _, _ = run_dispatch(roulette, settings, records, ask)
+        log = server.stats.log
+    assert [record.model for record in log].count("fake-a") == 1
+    assert all(outcome.error is None and outcome.model == B for outcome in outcomes.values())
+
+
 def test_dispatch_rotates_away_from_a_failing_model(api_key: str) -> None:
     """fake-a always 500s: records drawn for it are answered by fake-b after one failure rests fake-a."""
     with LLMServer(Faults(fail_models=frozenset({"fake-a"}))) as server:
