@@ -24,12 +24,12 @@ from typing import Any
 import numpy as np
 import yaml
 
-from framework.calibration_metrics import ece_noise, top_label_errors
+from framework.calibration_metrics import ece_noise
 from framework.config.check import check_recipe
 from framework.config.compose import compose_recipe, resolve_recipe
 from framework.io import read_json, read_jsonl
 from framework.pipeline import Pipeline
-from framework.plugins.calibrators.temperature import fit_temperature, softmax
+from framework.plugins.calibrators.temperature import calibration_errors, fit_temperature, softmax
 from framework.runtime import Router
 from framework.runtime.onnx_classifier import OnnxTextClassifier
 from framework.stages import STAGES
@@ -78,7 +78,7 @@ def timings(seconds: list[float]) -> str:
 
 
 def ece(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
-    return top_label_errors(probs.max(axis=1), probs.argmax(axis=1) == labels, bins)[0]
+    return calibration_errors(probs, labels, bins)[0]
 
 
 def ece_diagnostics(logits: np.ndarray, labels: np.ndarray, temperature: float) -> tuple[str, str]:
@@ -159,15 +159,15 @@ def main() -> None:
     parser.add_argument("--outputs", type=Path, default=Path("outputs"))
     parser.add_argument("--queries", type=int, default=300, help="queries timed one by one per model")
     parser.add_argument("--train-rows", type=int, default=2000, help="rows for the training-speed comparison")
-    parser.add_argument("--train-repeats", type=positive, default=1, help="A-B-B-A rounds of the training comparison")
+    parser.add_argument("--train-repeats", type=positive, default=1, help="A-B-C-C-B-A rounds of the epoch comparison")
     parser.add_argument(
         "--trainer-set",
         type=key_value,
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="trainer param for the epoch comparison (YAML value), e.g. max_grad_norm=null; batch_size and lr "
-        "apply to the plain loop too",
+        help="trainer param for the epoch comparison (YAML value), e.g. group_by_length=true; batch_size and lr "
+        "apply to the plain loops too, max_grad_norm to the clipped one",
     )
     parser.add_argument("--run", type=Path, help="measure a finished run directory (its run.json) instead of building")
     args = parser.parse_args()
@@ -216,7 +216,7 @@ def main() -> None:
         for k, v in read_json(dirs["train"] / "manifest.json")["inputs"]["config"]["trainer"].items()
         if k != "plugin"
     }
-    trainer_params.update(args.trainer_set)  # e.g. --trainer-set max_grad_norm=null for the epoch comparison
+    trainer_params.update(args.trainer_set)  # e.g. --trainer-set group_by_length=true
 
     def ours_once() -> float:
         return our_epoch(train_rows, labels, dirs["train"] / "model", trainer_params, args.outputs / "bench-train")

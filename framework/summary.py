@@ -99,7 +99,7 @@ def model_table(manifests: dict[str, dict[str, Any]]) -> Table:
             f"{calibration.get('ece_before', 0):.4f} -> "
             f"{calibration.get('ece_after', 0):.4f} (T={calibration.get('temperature', 0):.3f})",
         )
-    held_out = (manifests.get("evaluate", {}).get("evaluation", {}).get("all") or {}).get("calibration")
+    held_out = manifests["evaluate"]["evaluation"]["all"].get("calibration") if "evaluate" in manifests else None
     if held_out:
         table.add_row(
             f"ECE on {manifests['evaluate']['evaluated_split']}, calibrated",
