@@ -41,7 +41,7 @@ class EncoderParams(PluginParams):
         group_by_length: Batch texts of similar length together (less padding). Off by default: in template
             data length often follows the intent, so length-grouped batches hold one intent each and learn
             slowly; turn it on for long, varied real texts.
-        max_grad_norm: Gradient clipping norm.
+        max_grad_norm: Gradient clipping norm (None: no clipping).
         threads: CPU threads for torch (None: every core).
     """
 
@@ -57,7 +57,7 @@ class EncoderParams(PluginParams):
     precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     group_by_length: bool = False
-    max_grad_norm: float = Field(default=1.0, gt=0)
+    max_grad_norm: float | None = Field(default=1.0, gt=0)
     threads: int | None = Field(default=None, ge=1)
 
 
@@ -98,6 +98,11 @@ def _load(params: EncoderParams, labels: list[str]) -> tuple[Any, Any, str]:
     return tokenizer, model, resolved.origin
 
 
+# torch's single-kernel AdamW, as transformers.Trainer uses by default; the per-tensor loop torch otherwise picks on
+# the CPU spends ~6x longer in the optimizer step (130 vs 20 ms a step for MiniLM on 2 cores).
+_FUSED_ADAMW_DEVICES = ("cpu", "cuda")
+
+
 def _optimizer(model: torch.nn.Module, params: EncoderParams, steps: int) -> tuple[Any, Any]:
     from transformers import get_linear_schedule_with_warmup
 
@@ -105,7 +110,8 @@ def _optimizer(model: torch.nn.Module, params: EncoderParams, steps: int) -> tup
     for name, weight in model.named_parameters():
         (no_decay if name.endswith("bias") or "LayerNorm" in name or "norm" in name.lower() else decay).append(weight)
     groups = [{"params": decay, "weight_decay": params.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    optimizer = torch.optim.AdamW(groups, lr=params.lr)
+    fused = next(model.parameters()).device.type in _FUSED_ADAMW_DEVICES
+    optimizer = torch.optim.AdamW(groups, lr=params.lr, fused=fused)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(steps * params.warmup_ratio), steps)
     return optimizer, scheduler
 
@@ -187,8 +193,9 @@ def _train_epoch(session: _Session, optimizer: Any, scheduler: Any, bar: Any) ->
             loss = model(**batch).loss
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
-        scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), params.max_grad_norm)
+        if params.max_grad_norm is not None:
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), params.max_grad_norm)
         scaler.step(optimizer)
         scaler.update()
         scheduler.step()

@@ -38,3 +38,25 @@ def test_params_reject_bad_values() -> None:
         EncoderParams(epochs=0)
     with pytest.raises(ValidationError):
         EncoderParams(precision="fp8")
+
+
+def test_the_optimizer_is_torchs_fused_adamw_on_the_cpu(tiny_encoder: Path) -> None:
+    from transformers import AutoModelForSequenceClassification
+
+    from framework.plugins.trainers.encoder import _optimizer
+
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_encoder, num_labels=2)
+    optimizer, _ = _optimizer(model, EncoderParams(model=str(tiny_encoder)), steps=10)
+    assert optimizer.defaults["fused"] is True
+    assert [group["weight_decay"] for group in optimizer.param_groups] == [0.01, 0.0]
+
+
+def test_clipping_can_be_turned_off(tiny_encoder: Path, tmp_path: Path) -> None:
+    runs = {}
+    for norm in (None, 1e-6):
+        with Progress() as progress:
+            context = TrainContext(labels=["A", "B"], work_dir=tmp_path / str(norm), seed=0, task=progress.task)
+            params = EncoderParams(model=str(tiny_encoder), epochs=1, batch_size=8, max_grad_norm=norm)
+            runs[norm] = encoder(ROWS, ROWS, params, context).metrics["history"][0]
+    # a tiny clipping norm all but freezes the weights; without clipping the model moves
+    assert runs[None]["loss"] != runs[1e-6]["loss"]
