@@ -99,8 +99,9 @@ def render_card(recipe: Any, manifests: dict[str, dict[str, Any]], data_counts: 
         'Command line: `intentcraft predict path/to/bundle "who calls authenticate_user"`.',
         "",
         "Any ONNX runtime: tokenize with `tokenizer.json` (Hugging Face tokenizers), truncate to `max_length` from "
-        "`bundle.json`, feed `input_ids` and `attention_mask` (int64, one text per batch for results that do not "
-        "depend on batch neighbours), read `logits`. Calibrated probabilities are `softmax(logits / temperature)` "
+        "`bundle.json`, feed the `inputs` it lists as int64 (`input_ids`, `attention_mask`, and `token_type_ids` as "
+        "zeros where listed; one text per batch for results that do not depend on batch neighbours), read `logits`. "
+        "Calibrated probabilities are `softmax(logits / temperature)` "
         "with `temperature` from `calibration.json`; accept the top intent when its probability is at least "
         "`thresholds[intent]` and `global_threshold`, otherwise route to `fallback_intent`. Labels are in "
         "`labels.json`, in logit order. `checksums.json` holds the SHA-256 of every file.",

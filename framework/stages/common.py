@@ -29,6 +29,15 @@ def exported_model_path(export_dir: Path) -> Path:
     return export_dir / read_json(export_dir / "manifest.json")["model_file"]
 
 
+def model_input_names(model_path: Path) -> list[str]:
+    """Names of an ONNX model's graph inputs, in graph order (initializers are not inputs)."""
+    import onnx
+
+    graph = onnx.load(str(model_path), load_external_data=False).graph
+    weights = {init.name for init in graph.initializer}
+    return [node.name for node in graph.input if node.name not in weights]
+
+
 def say(message: str) -> None:
     """A line for the user (stderr, beside the progress bars) and for the run log."""
     STDERR.print(message, highlight=False)

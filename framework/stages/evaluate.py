@@ -13,7 +13,7 @@ from framework.metrics import evaluate_rows, plot_confusion_matrix
 from framework.pipeline import StageDef, StageRun
 from framework.runtime import Router, write_checksums
 from framework.stages.calibrate import CALIBRATION_FILE
-from framework.stages.common import exported_model_path, runtime_facts, split_rows
+from framework.stages.common import exported_model_path, model_input_names, runtime_facts, split_rows
 
 CANDIDATE = "bundle"
 
@@ -34,7 +34,7 @@ def assemble_bundle(run: StageRun, target: Path, card: str, extra: dict[str, Any
             "recipe": run.recipe.name,
             "max_length": facts["max_length"],
             "created_by": f"intentcraft {__version__}",
-            "inputs": ["input_ids", "attention_mask"],
+            "inputs": model_input_names(target / "model.onnx"),
             **(extra or {}),
         },
     )

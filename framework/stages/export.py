@@ -31,8 +31,9 @@ def run_export(run: StageRun) -> dict[str, Any]:
         raise GateFailed(
             f"export: the exported model's eval accuracy is {result.exported_accuracy:.4f} against "
             f"{result.reference_accuracy:.4f} for the PyTorch model, a drop of {drop:.4f} > "
-            f"export.max_accuracy_drop={limit}. Try export.per_channel=true or export.reduce_range=true, "
-            "quantize fewer op types (export.op_types), or ship fp32 with export.quantize=false."
+            f"export.max_accuracy_drop={limit}. Try export.per_channel=true and "
+            "export.reduce_range=true where they are off, quantize fewer op types (export.op_types), or ship fp32 "
+            "with export.quantize=false."
         )
     return {
         "export": {

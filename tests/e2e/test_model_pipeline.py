@@ -42,6 +42,14 @@ def test_every_stage_is_current_and_the_bundle_verifies(built: Pipeline) -> None
     )
 
 
+def test_bundle_json_lists_the_graph_inputs_segment_ids_included_for_bert(built: Pipeline) -> None:
+    import onnxruntime as ort
+
+    bundle = bundle_dir(built)
+    graph = [node.name for node in ort.InferenceSession(str(bundle / "model.onnx")).get_inputs()]
+    assert read_json(bundle / "bundle.json")["inputs"] == graph == ["input_ids", "attention_mask", "token_type_ids"]
+
+
 def test_router_loads_the_bundle_and_routes_with_calibrated_confidence(built: Pipeline) -> None:
     router = Router.load(bundle_dir(built))
     results = router.predict(["who calls parse_config", "where is UserService defined", ""])
