@@ -58,18 +58,23 @@ def interrupt_once(cwd: Path, server: LLMServer, rng: random.Random, overrides: 
         [sys.executable, "-m", "framework", *cli_args(*overrides)],
         cwd=cwd,
         env=env_for(server),
-        stdout=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
     deadline = time.monotonic() + 120
     while process.poll() is None and len(journal_lines(cwd)) < target and time.monotonic() < deadline:
         time.sleep(0.01)
-    if process.poll() is None:
+    sent = process.poll() is None
+    if sent:
         process.send_signal(sig)
-    _, stderr = process.communicate(timeout=60)
+    stdout, stderr = process.communicate(timeout=60)
     if sig == signal.SIGINT:
-        assert process.returncode == 130, stderr
+        seen = (
+            f"signal sent: {sent}; journal lines {start} -> {len(journal_lines(cwd))} (target {target}); "
+            f"exit {process.returncode}\nstdout: {stdout[-2000:]}\nstderr: {stderr[-2000:]}"
+        )
+        assert process.returncode == 130, seen
         assert "Traceback" not in stderr
 
 
