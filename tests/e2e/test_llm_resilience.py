@@ -50,6 +50,12 @@ def published(cwd: Path, name: str) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+def _default_sigint() -> None:
+    """In the child: Ctrl-C back to its default. A shell without job control starts background jobs with SIGINT
+    ignored, and an ignored SIGINT is inherited, so a suite started with ``&`` would send a Ctrl-C nobody hears."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def interrupt_once(cwd: Path, server: LLMServer, rng: random.Random, overrides: list[str], sig: int) -> None:
     """Start a run and send ``sig`` once the journal has grown by a random 1-15 records (or the run ends)."""
     start = len(journal_lines(cwd))
@@ -61,6 +67,7 @@ def interrupt_once(cwd: Path, server: LLMServer, rng: random.Random, overrides: 
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=_default_sigint,
     )
     deadline = time.monotonic() + 120
     while process.poll() is None and len(journal_lines(cwd)) < target and time.monotonic() < deadline:
