@@ -51,12 +51,18 @@ def test_the_optimizer_is_torchs_fused_adamw_on_the_cpu(tiny_encoder: Path) -> N
     assert [group["weight_decay"] for group in optimizer.param_groups] == [0.01, 0.0]
 
 
-def test_clipping_can_be_turned_off(tiny_encoder: Path, tmp_path: Path) -> None:
-    runs = {}
-    for norm in (None, 1e-6):
-        with Progress() as progress:
-            context = TrainContext(labels=["A", "B"], work_dir=tmp_path / str(norm), seed=0, task=progress.task)
-            params = EncoderParams(model=str(tiny_encoder), epochs=1, batch_size=8, max_grad_norm=norm)
-            runs[norm] = encoder(ROWS, ROWS, params, context).metrics["history"][0]
-    # a tiny clipping norm all but freezes the weights; without clipping the model moves
-    assert runs[None]["loss"] != runs[1e-6]["loss"]
+@pytest.mark.parametrize(("norm", "calls"), [(0.5, 3 * 3), (None, 0)])  # 24 rows in batches of 8, 3 epochs
+def test_gradient_clipping_runs_every_step_and_can_be_turned_off(
+    tiny_encoder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, norm: float | None, calls: int
+) -> None:
+    import torch
+
+    seen: list[float] = []
+    clip = torch.nn.utils.clip_grad_norm_
+    monkeypatch.setattr(
+        torch.nn.utils, "clip_grad_norm_", lambda p, max_norm: seen.append(max_norm) or clip(p, max_norm)
+    )
+    with Progress() as progress:
+        context = TrainContext(labels=["A", "B"], work_dir=tmp_path, seed=0, task=progress.task)
+        encoder(ROWS, [], EncoderParams(model=str(tiny_encoder), epochs=3, batch_size=8, max_grad_norm=norm), context)
+    assert seen == [norm] * calls
