@@ -21,6 +21,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -39,19 +40,15 @@ class Variant:
     weights: str
 
 
-def export_fp32(model_dir: Path, work: Path, with_token_types: bool) -> Path:
-    """The fused fp32 graph, exported as the exporter does (optionally without ``token_type_ids``)."""
-    tokenizer, model = exporter._load_reference(model_dir)
-    if not with_token_types:
-        tokenizer.model_input_names = [n for n in tokenizer.model_input_names if n != "token_type_ids"]
-    tag = "3in" if with_token_types else "2in"
+def export_fp32(model: Any, tokenizer: Any, work: Path, tag: str) -> Path:
+    """The fused fp32 graph ``<tag>.fp32.onnx``, exported with the graph inputs ``tokenizer`` makes."""
     raw, fused = work / f"{tag}.raw.onnx", work / f"{tag}.fp32.onnx"
     exporter._export_graph(model, tokenizer, raw, exporter.OnnxParams().opset)
     return exporter._optimize(raw, fused, model.config, print)
 
 
-def quantize(fp32: Path, work: Path, per_channel: bool, reduce_range: bool) -> Path:
-    target = work / f"{fp32.stem.split('.')[0]}.pc{int(per_channel)}.rr{int(reduce_range)}.int8.onnx"
+def quantize(fp32: Path, work: Path, tag: str, per_channel: bool, reduce_range: bool) -> Path:
+    target = work / f"{tag}.pc{int(per_channel)}.rr{int(reduce_range)}.int8.onnx"
     exporter._quantize(fp32, target, exporter.OnnxParams(per_channel=per_channel, reduce_range=reduce_range))
     return target
 
@@ -94,14 +91,17 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="bench-export-") as tmp:
         work = Path(tmp)
-        three, two = export_fp32(model_dir, work, True), export_fp32(model_dir, work, False)
+        tokenizer, model = exporter._load_reference(model_dir)
+        three = export_fp32(model, tokenizer, work, "3in")
+        tokenizer.model_input_names = [n for n in tokenizer.model_input_names if n != "token_type_ids"]
+        two = export_fp32(model, tokenizer, work, "2in")  # the graph then rebuilds the segment ids itself
         variants = [Variant("fp32", three, "ids, mask, token types", "fp32")]
         for per_channel, reduce_range in ((False, False), (False, True), (True, False), (True, True)):
             weights = f"{'per channel' if per_channel else 'per tensor'}, {7 if reduce_range else 8}-bit"
-            path = quantize(three, work, per_channel, reduce_range)
+            path = quantize(three, work, "3in", per_channel, reduce_range)
             variants.append(Variant(f"3in.{weights}", path, "ids, mask, token types", weights))
         default = exporter.OnnxParams()
-        path = quantize(two, work, default.per_channel, default.reduce_range)
+        path = quantize(two, work, "2in", default.per_channel, default.reduce_range)
         variants.append(Variant("2in.default", path, "ids, mask", "per channel, 7-bit"))
 
         classifiers = {

@@ -22,10 +22,8 @@ from framework.errors import StageError
 from framework.models import quiet_transformers
 from framework.plugin_api import ExportContext, ExportResult
 from framework.registry import PluginParams, exporters
+from framework.runtime.bundle import MODEL_INPUTS, OPTIONAL_INPUTS
 from framework.runtime.onnx_classifier import OnnxTextClassifier
-
-INPUTS = ("input_ids", "attention_mask")
-OPTIONAL_INPUTS = ("token_type_ids",)
 
 
 class OnnxParams(PluginParams):
@@ -70,7 +68,7 @@ def graph_inputs(tokenizer: Any) -> list[str]:
     As an input (the runtime feeds zeros), the segment ids reach onnxruntime's embedding fusion directly;
     left out, the graph rebuilds them from a buffer with a dozen shape ops on every run.
     """
-    return [*INPUTS, *(name for name in OPTIONAL_INPUTS if name in tokenizer.model_input_names)]
+    return [*MODEL_INPUTS, *(name for name in OPTIONAL_INPUTS if name in tokenizer.model_input_names)]
 
 
 def _export_graph(model: Any, tokenizer: Any, path: Path, opset: int) -> None:
