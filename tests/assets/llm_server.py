@@ -245,10 +245,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return
         record, status, payload, headers = answer
-        try:
-            self._send(status, payload, headers)
-        finally:
-            owner._finish(record)
+        owner._finish(record)  # before the answer leaves: a client holding it never sees the request in flight
+        self._send(status, payload, headers)
 
 
 class LLMServer:
