@@ -8,6 +8,7 @@ unchanged stage is never recomputed, and sweep jobs share what they have in comm
 
 from __future__ import annotations
 
+import os
 import platform
 import shutil
 import time
@@ -67,7 +68,12 @@ class StageRun:
 
 @dataclass(frozen=True)
 class StageDef:
-    """One stage: its upstream stages, the recipe keys it reads and what it runs."""
+    """One stage: its upstream stages, the recipe keys it reads and what it runs.
+
+    ``files`` names the input files whose bytes feed the fingerprint, each under a label that does not
+    depend on where the file lives (see ``labelled_files``), so a moved checkout or another virtual
+    environment holding the same files leaves the stage current.
+    """
 
     name: str
     upstream: tuple[str, ...]
@@ -75,7 +81,7 @@ class StageDef:
     run: Callable[[StageRun], dict[str, Any]]
     version: int = 1
     plugins: Callable[[ValidatedRecipe], list[Any]] = lambda recipe: []
-    files: Callable[[ValidatedRecipe], list[Path]] = lambda recipe: []
+    files: Callable[[ValidatedRecipe], dict[str, Path]] = lambda recipe: {}
 
 
 @dataclass
@@ -88,6 +94,14 @@ class StagePlan:
     directory: Path
     state: State
     reason: str = ""
+
+
+def labelled_files(prefix: str, paths: list[Path]) -> dict[str, Path]:
+    """``{prefix/<path relative to the files' common directory>: path}`` for fingerprints."""
+    if not paths:
+        return {}
+    root = Path(os.path.commonpath([str(Path(p).parent) for p in paths]))
+    return {f"{prefix}/{Path(p).relative_to(root).as_posix()}": Path(p) for p in sorted(paths)}
 
 
 def library_versions() -> dict[str, str]:
@@ -111,7 +125,7 @@ def fingerprint_inputs(stage: StageDef, recipe: ValidatedRecipe, upstream: dict[
         "config": {key: recipe.raw.get(key) for key in stage.config_keys},
         "plugins": {b.spec.id: b.spec.code_digest() for b in stage.plugins(recipe)},
         "upstream": {name: upstream[name] for name in stage.upstream},
-        "files": {str(p): sha256_file(p) for p in stage.files(recipe)},
+        "files": {label: sha256_file(path) for label, path in stage.files(recipe).items()},
     }
 
 

@@ -45,8 +45,11 @@ def explain(old: dict[str, Any], new: dict[str, Any]) -> str:
     edited = sorted(p for p in set(old_plugins) & set(new_plugins) if old_plugins[p] != new_plugins[p])
     if edited:
         reasons.append(f"plugin code of {_listing(edited)} changed")
-    files = sorted(f for f in new.get("files", {}) if old.get("files", {}).get(f) != new["files"][f])
-    if files:
+    old_files, new_files = old.get("files", {}), new.get("files", {})
+    files = sorted(f for f in new_files.keys() | old_files.keys() if old_files.get(f) != new_files.get(f))
+    if files and sorted(old_files.values()) == sorted(new_files.values()):
+        reasons.append(f"the same input files are now recorded under other names ({_listing(sorted(new_files))})")
+    elif files:
         reasons.append(f"input file {_listing(files)} changed")
     if old.get("stage_version") != new.get("stage_version"):
         reasons.append("the stage's implementation version changed")

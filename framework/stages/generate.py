@@ -9,7 +9,7 @@ from typing import Any
 from framework.config.check import BoundPlugin, ValidatedRecipe
 from framework.errors import StageError, UserInputError
 from framework.io import write_jsonl
-from framework.pipeline import StageDef, StageRun
+from framework.pipeline import StageDef, StageRun, labelled_files
 from framework.plugin_api import GenerateContext, SourceContext
 from framework.seeding import derive_seed, make_rng
 
@@ -77,9 +77,9 @@ def _run_source(run: StageRun, name: str, bound: BoundPlugin) -> list[dict[str, 
     return list(bound.spec.func(bound.params, context))
 
 
-def source_files(recipe: ValidatedRecipe) -> list[Path]:
-    """Every file the recipe's sources read (their bytes feed the generate stage's fingerprint)."""
-    files: list[Path] = []
+def source_files(recipe: ValidatedRecipe) -> dict[str, Path]:
+    """Every file the recipe's sources read, labelled by source (their bytes feed the generate fingerprint)."""
+    files: dict[str, Path] = {}
     for name, bound in recipe.sources.items():
         lister = getattr(bound.params, "files", None)
         listed = lister() if callable(lister) else []
@@ -90,7 +90,7 @@ def source_files(recipe: ValidatedRecipe) -> list[Path]:
                 f"directory, {Path.cwd()}). Fix sources.{name}.path in {recipe.source} or run from the directory "
                 "it is relative to."
             )
-        files += listed
+        files |= labelled_files(f"sources.{name}", [Path(path) for path in listed])
     return files
 
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from framework.config.check import ValidatedRecipe
 from framework.io import atomic_write_json
 from framework.models import model_files
-from framework.pipeline import StageDef, StageRun
+from framework.pipeline import StageDef, StageRun, labelled_files
 from framework.plugin_api import TrainContext
 from framework.seeding import derive_seed
 from framework.stages.common import RUNTIME_FILE, say, split_rows
@@ -32,9 +33,9 @@ def run_train(run: StageRun) -> dict[str, Any]:
     return {"train": result.metrics, "model_dir": result.model_dir.name, "max_length": max_length}
 
 
-def _model_files(recipe: ValidatedRecipe) -> list:
+def _model_files(recipe: ValidatedRecipe) -> dict[str, Path]:
     model = getattr(recipe.bound("trainer").params, "model", None)
-    return model_files(model) if isinstance(model, str) else []
+    return labelled_files("trainer.model", model_files(model)) if isinstance(model, str) else {}
 
 
 TRAIN = StageDef(

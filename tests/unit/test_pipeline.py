@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from dataclasses import replace
@@ -11,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from framework.io import read_jsonl
-from framework.pipeline import Pipeline, StageRun, State
+from framework.pipeline import Pipeline, StageRun, State, labelled_files
 from framework.stages import STAGES as ALL_STAGES
+from framework.staleness import explain
 from tests.conftest import REPO, TINY, load_recipe
 
 STAGES = ALL_STAGES[:3]  # generate, validate, split: the data stages under test here
@@ -89,6 +91,51 @@ def test_plugin_code_change_makes_stage_stale(tmp_path: Path) -> None:
     plan = Pipeline(STAGES, load_recipe(TINY), tmp_path).plan()[0]
     assert plan.state is State.STALE
     assert plan.reason == f"plugin code of {plugin_id} changed"
+
+
+def train_plan(directory: Path, outputs: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
+    """The train stage's fingerprint inputs with ``trainer.model=model`` resolved from ``directory``."""
+    monkeypatch.chdir(directory)
+    plans = Pipeline(ALL_STAGES, load_recipe(TINY, "trainer.model=model"), outputs).plan()
+    return next(p for p in plans if p.stage.name == "train").inputs
+
+
+def test_same_model_files_elsewhere_keep_the_train_fingerprint(
+    tmp_path: Path, tiny_encoder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two virtual environments (or two checkouts) holding byte-identical model files.
+    for name in ("env-a", "env-b"):
+        shutil.copytree(tiny_encoder, tmp_path / name / "model")
+    first = train_plan(tmp_path / "env-a", tmp_path / "outputs", monkeypatch)
+    second = train_plan(tmp_path / "env-b", tmp_path / "outputs", monkeypatch)
+    assert "trainer.model/config.json" in first["files"]
+    assert not any(str(tmp_path) in label for label in first["files"])
+    assert first == second
+
+    config = tmp_path / "env-b" / "model" / "config.json"
+    config.write_text(config.read_text().replace('"hidden_act"', '"hidden_act" ', 1))
+    edited = train_plan(tmp_path / "env-b", tmp_path / "outputs", monkeypatch)
+    assert edited["files"] != first["files"]
+    assert explain(first, edited) == "input file trainer.model/config.json changed"
+
+
+def test_manifests_keyed_by_absolute_path_are_explained_as_renamed_files(tmp_path: Path) -> None:
+    old = {"files": {"/venv-a/model/config.json": "c" * 64, "/venv-a/model/model.safetensors": "w" * 64}}
+    new = {"files": {"trainer.model/config.json": "c" * 64, "trainer.model/model.safetensors": "w" * 64}}
+    assert explain(old, new) == (
+        "the same input files are now recorded under other names "
+        "(trainer.model/config.json, trainer.model/model.safetensors)"
+    )
+
+
+def test_labelled_files_are_relative_to_their_common_directory(tmp_path: Path) -> None:
+    saved = [tmp_path / "ds" / "train" / "data.arrow", tmp_path / "ds" / "dataset_dict.json"]
+    assert labelled_files("sources.hf", saved) == {
+        "sources.hf/dataset_dict.json": saved[1],
+        "sources.hf/train/data.arrow": saved[0],
+    }
+    assert labelled_files("sources.csv", [tmp_path / "train.csv"]) == {"sources.csv/train.csv": tmp_path / "train.csv"}
+    assert labelled_files("sources.none", []) == {}
 
 
 def test_interrupted_stage_leaves_nothing_a_later_run_trusts(tmp_path: Path) -> None:
