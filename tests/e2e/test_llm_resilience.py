@@ -37,10 +37,20 @@ def journal_lines(cwd: Path) -> list[str]:
 
 
 def answered_pairs(lines: list[str]) -> set[tuple[str, int]]:
-    """(prompt hash, seed) of every request that finished records made."""
+    """(prompt hash, seed) of every request that finished records made.
+
+    A kill -9 can land inside the write of the last line (Linux ends a write early at a page boundary when the
+    process gets SIGKILL). That torn line is no finished record: the journal cuts it off on reopening and its
+    record runs again. Only the last line may be torn.
+    """
     pairs = set()
-    for line in lines:
-        for step in json.loads(line)["steps"]:
+    for number, line in enumerate(lines, start=1):
+        try:
+            steps = json.loads(line)["steps"]
+        except json.JSONDecodeError:
+            assert number == len(lines), f"journal line {number} of {len(lines)} is not JSON"
+            continue
+        for step in steps:
             pairs.add((step["request"]["prompt_hash"], step["request"]["seed"]))
     return pairs
 
