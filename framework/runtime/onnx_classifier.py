@@ -56,13 +56,20 @@ def load_tokenizer(path: Path | str, max_length: int) -> tuple[Tokenizer, int]:
     return tokenizer, int(pad_id)
 
 
-def load_session(model: Path | str | bytes, threads: int | None = None, use_cuda: bool = False) -> ort.InferenceSession:
-    """An onnxruntime session: CPU, or CUDA first when asked for and available."""
+def session_options(threads: int | None = None) -> ort.SessionOptions:
+    """The runtime's session options: ``threads`` intra-op threads (default: :func:`default_threads`), all
+    graph optimisations, sequential execution."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or default_threads()
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return options
+
+
+def load_session(model: Path | str | bytes, threads: int | None = None, use_cuda: bool = False) -> ort.InferenceSession:
+    """An onnxruntime session: CPU, or CUDA first when asked for and available."""
+    options = session_options(threads)
     providers = ["CPUExecutionProvider"]
     if use_cuda and "CUDAExecutionProvider" in ort.get_available_providers():
         providers.insert(0, "CUDAExecutionProvider")
