@@ -23,12 +23,12 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 import onnxruntime as ort
+from _timing import time_each
 
 from framework.runtime.onnx_classifier import session_options
 from framework.runtime.router import Router
@@ -63,14 +63,7 @@ def session(
 
 def p50_ms(fn: Any, items: list[Any]) -> float:
     """Median milliseconds of ``fn(item)`` over ``items`` (after 20 warm-up calls)."""
-    for item in items[:20]:
-        fn(item)
-    times = []
-    for item in items:
-        started = time.perf_counter()
-        fn(item)
-        times.append(time.perf_counter() - started)
-    return statistics.median(times) * 1000
+    return statistics.median(time_each(fn, items)) * 1000
 
 
 def op_profile(bundle: Path, texts: list[str]) -> None:
@@ -116,13 +109,7 @@ def child(bundle: Path, texts_path: Path, queries: int, name: str) -> None:
     texts = read_texts(texts_path, queries)
     router = Router.load(bundle)
     router.classifier.session = session(router.info.model_path, threads, entries)
-    for text in texts[:30]:
-        router.predict([text])
-    times = []
-    for text in texts:
-        started = time.perf_counter()
-        router.predict([text])
-        times.append(time.perf_counter() - started)
+    times = time_each(lambda text: router.predict([text]), texts, warmup=30)
     print(json.dumps(statistics.median(times) * 1000))
 
 

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import yaml
+from _timing import time_each
 
 from framework.calibration_metrics import ece_noise
 from framework.config.check import check_recipe
@@ -47,17 +48,6 @@ def build(recipe_name: str, outputs: Path) -> dict[str, Path]:
 def percentiles(samples: list[float]) -> tuple[float, float]:
     ms = np.array(samples) * 1000
     return float(np.percentile(ms, 50)), float(np.percentile(ms, 99))
-
-
-def time_each(fn: Any, texts: list[str], warmup: int = 20) -> list[float]:
-    for text in texts[:warmup]:
-        fn(text)
-    times = []
-    for text in texts:
-        started = time.perf_counter()
-        fn(text)
-        times.append(time.perf_counter() - started)
-    return times
 
 
 def positive(text: str) -> int:
