@@ -59,7 +59,10 @@ def add_predict_parser(verbs: argparse._SubParsersAction) -> argparse.ArgumentPa
         "bundle", metavar="BUNDLE", type=Path, help="the bundle directory (with model.onnx and checksums.json)"
     )
     parser.add_argument(
-        "text", metavar="TEXT", nargs="?", help="the text to route (quote it); omitted: one text per line of stdin"
+        "text",
+        metavar="TEXT",
+        nargs="?",
+        help="the text to route (quote it); omitted or '-': one text per line of stdin",
     )
     parser.add_argument("-i", "--input", metavar="FILE", help="read one text per line from FILE ('-' = stdin)")
     parser.add_argument("-o", "--output", metavar="FILE", type=Path, help="write the JSON lines to FILE (atomically)")
@@ -109,6 +112,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     if args.text is not None and args.input is not None:
         raise UserInputError("give either TEXT or --input FILE, not both (use --input - to read stdin).")
+    if args.text == "-":  # the Unix convention, as for --input -
+        args.text, args.input = None, "-"
     source = args.input or "-"
     texts = [args.text] if args.text is not None else _read_lines(source)
     interactive = args.text is None and source == "-" and sys.stdin.isatty()  # answer each line as typed

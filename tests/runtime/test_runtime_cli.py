@@ -50,6 +50,8 @@ def test_predict_reads_stdin_and_writes_json_lines(bundle: Path, tmp_path: Path)
     assert rows[0]["predicted"] in LABELS and len(rows[0]["runners_up"]) == 1
     single = cli("predict", str(bundle), "help", "--jsonl", "--top-k", "2", cwd=tmp_path)
     assert json.loads(single.stdout) == rows[2]
+    dash = cli("predict", str(bundle), "-", "--top-k", "2", cwd=tmp_path, stdin="\n".join(texts) + "\n")
+    assert [json.loads(line) for line in dash.stdout.splitlines()] == rows, "TEXT '-' reads stdin, as --input - does"
 
 
 def test_cli_imports_no_runtime_until_a_runtime_verb_runs(tmp_path: Path) -> None:
