@@ -18,12 +18,12 @@ import argparse
 import os
 import platform
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _timing import time_each
 
 from framework.io import read_json, read_jsonl
 from framework.plugins.exporters import onnx as exporter
@@ -65,12 +65,7 @@ def latencies(classifiers: dict[str, OnnxTextClassifier], texts: list[str], roun
     for round_ in range(rounds):
         for name in names if round_ % 2 == 0 else names[::-1]:
             classifier = classifiers[name]
-            for text in texts[:20]:
-                classifier.logits([text])
-            for text in texts:
-                started = time.perf_counter()
-                classifier.logits([text])
-                times[name].append(time.perf_counter() - started)
+            times[name] += time_each(lambda text, c=classifier: c.logits([text]), texts)
     return times
 
 
