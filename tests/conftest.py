@@ -42,6 +42,11 @@ def tiny_model_overrides(model: Path) -> tuple[str, ...]:
     )
 
 
+def llm_base_overrides(url: str) -> tuple[str, ...]:
+    """Point both models of ``tests/assets/recipes/tiny_llm.yaml`` at the loopback server at ``url``."""
+    return tuple(f"generate.generators.llm.models.{index}.api_base={url}" for index in range(2))
+
+
 @pytest.fixture
 def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A fresh working directory; relative ``outputs/`` lands here."""

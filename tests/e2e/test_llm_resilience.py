@@ -14,19 +14,19 @@ from pathlib import Path
 import pytest
 
 from tests.assets.llm_server import Faults, LLMServer
-from tests.conftest import ASSETS, run_cli
+from tests.conftest import ASSETS, llm_base_overrides, run_cli
 
 RECIPE = ASSETS / "recipes" / "tiny_llm.yaml"
 KEY = "sk-test-resilience-0000"
 pytestmark = pytest.mark.slow
 
 
-def cli_args(*overrides: str) -> list[str]:
-    return ["run", "--until", "generate", f"recipe={RECIPE}", *overrides]
+def cli_args(server: LLMServer, *overrides: str) -> list[str]:
+    return ["run", "--until", "generate", f"recipe={RECIPE}", *overrides, *llm_base_overrides(server.url)]
 
 
 def env_for(server: LLMServer) -> dict[str, str]:
-    return {**os.environ, "COLUMNS": "200", "TEST_LLM_BASE": server.url, "TEST_LLM_KEY": KEY}
+    return {**os.environ, "COLUMNS": "200", "TEST_LLM_API_KEY": KEY}
 
 
 def journal_lines(cwd: Path) -> list[str]:
@@ -71,7 +71,7 @@ def interrupt_once(cwd: Path, server: LLMServer, rng: random.Random, overrides: 
     start = len(journal_lines(cwd))
     target = start + rng.randint(1, 15)
     process = subprocess.Popen(
-        [sys.executable, "-m", "framework", *cli_args(*overrides)],
+        [sys.executable, "-m", "framework", *cli_args(server, *overrides)],
         cwd=cwd,
         env=env_for(server),
         stdout=subprocess.PIPE,
@@ -102,7 +102,7 @@ def test_kill_9_at_20_random_points_loses_and_duplicates_nothing(tmp_path: Path)
     with LLMServer(Faults(latency=0.01, latency_jitter=0.03, seed=1)) as server:
         clean = tmp_path / "clean"
         clean.mkdir()
-        done = run_cli(*cli_args(*overrides), cwd=clean, env=env_for(server), timeout=300)
+        done = run_cli(*cli_args(server, *overrides), cwd=clean, env=env_for(server), timeout=300)
         assert done.returncode == 0, done.stderr
         clean_ids = [row["id"] for row in published(clean, "rows.jsonl")]
         assert len(clean_ids) == 2001
@@ -119,7 +119,7 @@ def test_kill_9_at_20_random_points_loses_and_duplicates_nothing(tmp_path: Path)
         assert 0 < len(journal_lines(resumed)) < 402, "the interruptions should land mid-run"
         before = answered_pairs(journal_lines(resumed))
         seen = len(server.stats.log)
-        final = run_cli(*cli_args(*overrides), cwd=resumed, env=env_for(server), timeout=300)
+        final = run_cli(*cli_args(server, *overrides), cwd=resumed, env=env_for(server), timeout=300)
         assert final.returncode == 0, final.stderr
         assert not {(e.prompt_hash, e.seed) for e in server.stats.log[seen:]} & before
 
@@ -145,7 +145,7 @@ def test_fault_storm_completes_within_deadlines_and_concurrency(tmp_path: Path) 
     storm = Faults(rate_limit=0.30, retry_after=1, server_error=0.10, empty=0.02, hang=0.01, latency=0.01, seed=11)
     with LLMServer(storm) as server:
         started = time.monotonic()
-        result = run_cli(*cli_args(*overrides), cwd=tmp_path, env=env_for(server), timeout=600)
+        result = run_cli(*cli_args(server, *overrides), cwd=tmp_path, env=env_for(server), timeout=600)
         elapsed = time.monotonic() - started
         stats = server.stats
     assert result.returncode == 0, result.stderr

@@ -13,7 +13,7 @@ import pytest
 
 from framework.redact import REDACTED
 from tests.assets.llm_server import Faults, LLMServer
-from tests.conftest import ASSETS, run_cli
+from tests.conftest import ASSETS, llm_base_overrides, run_cli
 
 RECIPE = ASSETS / "recipes" / "tiny_llm.yaml"
 CANARY = "sk-canary-5f0d8a1c9e7b4d2f"
@@ -28,11 +28,12 @@ def server() -> Iterator[LLMServer]:
 
 
 def llm_env(server: LLMServer, key: str = CANARY) -> dict[str, str]:
-    return {"TEST_LLM_BASE": server.url, "TEST_LLM_KEY": key}
+    return {"TEST_LLM_API_KEY": key}
 
 
 def run(cwd: Path, server: LLMServer, *args: str, env: dict[str, str] | None = None):
-    return run_cli("run", f"recipe={RECIPE}", *args, cwd=cwd, env=env or llm_env(server), timeout=240)
+    overrides = llm_base_overrides(server.url)
+    return run_cli("run", f"recipe={RECIPE}", *overrides, *args, cwd=cwd, env=env or llm_env(server), timeout=240)
 
 
 def generate_dir(cwd: Path) -> Path:
@@ -70,7 +71,7 @@ def test_limit_makes_a_partial_run_that_resumes_without_asking_twice(tmp_path: P
     assert partial.returncode == 0, partial.stderr
     assert "PARTIAL" in partial.stdout and "--limit 5" in partial.stdout
     assert server.stats.requests == 5
-    status = run_cli("status", f"recipe={RECIPE}", cwd=tmp_path, env=llm_env(server))
+    status = run_cli("status", f"recipe={RECIPE}", *llm_base_overrides(server.url), cwd=tmp_path, env=llm_env(server))
     assert "PARTIAL" in status.stdout and "19 of 24 are left" in status.stdout
     first = {(entry.prompt_hash, entry.seed) for entry in server.stats.log}
     finished = run(tmp_path, server, "--until", "split")
@@ -138,9 +139,9 @@ def test_a_literal_api_key_in_the_recipe_is_refused(tmp_path: Path, server: LLMS
 
 def test_an_unset_key_variable_is_one_clear_error(tmp_path: Path, server: LLMServer) -> None:
     """A model whose api_key_env is not set stops before any request, naming the key path and the fix."""
-    result = run(tmp_path, server, "--until", "generate", env={"TEST_LLM_BASE": server.url, "TEST_LLM_KEY": ""})
+    result = run(tmp_path, server, "--until", "generate", env={"TEST_LLM_API_KEY": ""})
     assert result.returncode == 2
-    assert "generate.generators.llm.models.0.api_key_env names TEST_LLM_KEY" in result.stderr
+    assert "generate.generators.llm.models.0.api_key_env names TEST_LLM_API_KEY" in result.stderr
     assert "Traceback" not in result.stderr and server.stats.requests == 0
 
 
@@ -179,7 +180,7 @@ def test_a_dead_endpoint_is_one_clear_error_and_the_same_command_resumes_after_t
     server is back, the same command requests the failed records again and finishes."""
     url = server.url
     server.stop()
-    env = {"TEST_LLM_BASE": url, "TEST_LLM_KEY": CANARY}
+    env = llm_env(server)
     overrides = ("--until", "split", "generate.generators.llm.max_attempts=1")
     result = run(tmp_path, server, *overrides, env=env)
     assert result.returncode == 2 and "Traceback" not in result.stderr
@@ -189,7 +190,7 @@ def test_a_dead_endpoint_is_one_clear_error_and_the_same_command_resumes_after_t
     assert not list(generate.glob("*/manifest.json"))
     journal = next(generate.glob("*.resume/llm.jsonl"))
     assert len(read_lines(journal)) == 24
-    status = run_cli("status", f"recipe={RECIPE}", *overrides[2:], cwd=tmp_path, env=env)
+    status = run_cli("status", f"recipe={RECIPE}", *overrides[2:], *llm_base_overrides(url), cwd=tmp_path, env=env)
     assert "PARTIAL" in status.stdout
 
     port = int(url.rsplit(":", 1)[1].split("/")[0])
