@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import platform
 import shutil
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,11 +26,13 @@ from framework.errors import IntentcraftError, StageStopped
 from framework.io import (
     atomic_write_json,
     dumps_canonical,
+    lock_holder,
     make_staging_dir,
     publish_dir,
     read_json,
     remove_stale_staging,
     sha256_bytes,
+    stage_lock,
 )
 from framework.progress import Progress
 
@@ -134,6 +137,13 @@ def resume_dir(directory: Path) -> Path:
     return directory.with_name(f"{directory.name}.resume")
 
 
+def say_waiting(plan: StagePlan, pid: int | None) -> None:
+    """Tell the user (on stderr) that a stage waits for another run computing it."""
+    holder = f"pid {pid}" if pid is not None else "pid unknown"
+    sys.stderr.write(f"{plan.stage.name}: waiting for another run ({holder}) computing this stage...\n")
+    sys.stderr.flush()
+
+
 class Pipeline:
     """Plans and runs the stages of one recipe over a cache directory."""
 
@@ -165,6 +175,9 @@ class Pipeline:
             if status == "complete":
                 return State.CURRENT, ""
             return State.PARTIAL, f"an earlier run stopped early ({status})"
+        holder = lock_holder(directory)
+        if holder is not None:
+            return State.PARTIAL, f"running in pid {holder}: another run is computing this stage now"
         leftovers = sorted(directory.parent.glob(f".{directory.name}.staging-*")) + sorted(
             directory.parent.glob(f"{directory.name}.failed-*")
         )
@@ -190,12 +203,14 @@ class Pipeline:
         force: bool = False,
         until: str | None = None,
         limit: int | None = None,
+        on_wait: Callable[[StagePlan, int | None], None] = say_waiting,
     ) -> list[StagePlan]:
         """Run every stage that is not current, up to and including ``until``; returns the stages done.
 
         ``on_stage(plan, "cached" | "ran" | "stopped")`` is called after each stage. ``limit`` caps the
         records a resumable stage requests in this run; a stage that stops short ends the run there, its
-        plan left PARTIAL with the reason.
+        plan left PARTIAL with the reason. A stage is computed under its lock (``stage_lock``); when another
+        process holds it, ``on_wait(plan, its pid)`` is called once and the run waits for it.
         """
         plans = self.plan()
         if until is not None:
@@ -205,21 +220,48 @@ class Pipeline:
         for plan in plans:
             if plan.state is State.CURRENT and not force:
                 on_stage(plan, "cached")
-            else:
-                try:
-                    self._execute(plan, upstream_dirs, limit)
-                except StageStopped as stop:
-                    plan.state, plan.reason = State.PARTIAL, str(stop)
-                    on_stage(plan, "stopped")
-                    return plans[: plans.index(plan) + 1]
-                plan.state, plan.reason = State.CURRENT, ""
-                on_stage(plan, "ran")
+            elif not self._run_locked(plan, upstream_dirs, force, limit, on_stage, on_wait):
+                return plans[: plans.index(plan) + 1]
             upstream_dirs[plan.stage.name] = plan.directory
             self._remember(plan)
         return plans
 
+    def _run_locked(
+        self,
+        plan: StagePlan,
+        upstream_dirs: dict[str, Path],
+        force: bool,
+        limit: int | None,
+        on_stage: Callable[[StagePlan, str], None],
+        on_wait: Callable[[StagePlan, int | None], None],
+    ) -> bool:
+        """Compute a stage holding its lock, or reuse it if another run published it meanwhile.
+
+        Returns False when the stage stopped short (``limit``), its plan left PARTIAL.
+        """
+        with stage_lock(plan.directory, lambda pid: on_wait(plan, pid)):
+            if not force and self._complete(plan.directory):
+                plan.state, plan.reason = State.CURRENT, ""
+                on_stage(plan, "cached")
+                return True
+            try:
+                self._execute(plan, upstream_dirs, limit)
+            except StageStopped as stop:
+                plan.state, plan.reason = State.PARTIAL, str(stop)
+                on_stage(plan, "stopped")
+                return False
+        plan.state, plan.reason = State.CURRENT, ""
+        on_stage(plan, "ran")
+        return True
+
+    @staticmethod
+    def _complete(directory: Path) -> bool:
+        manifest = directory / MANIFEST
+        return manifest.is_file() and read_json(manifest).get("status") == "complete"
+
     def _execute(self, plan: StagePlan, upstream_dirs: dict[str, Path], limit: int | None = None) -> None:
-        remove_stale_staging(plan.directory.parent)
+        """Compute a stage into a staging directory and publish it; the caller holds the stage's lock."""
+        remove_stale_staging(plan.directory.parent, held=plan.fingerprint)
         staging = make_staging_dir(plan.directory)
         inputs = {name: upstream_dirs[name] for name in plan.stage.upstream}
         resume = resume_dir(plan.directory)

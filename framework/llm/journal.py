@@ -4,11 +4,14 @@ Each finished record (rows or an error) is one line, written with a single ``os.
 descriptor as soon as it finishes, so a killed process loses nothing it reported done; ``fsync`` runs in
 batches (every ``fsync_every`` lines or ``fsync_seconds``) so a power cut loses at most one batch. On
 opening, a torn last line (no newline, or not JSON) is cut off and its record runs again. A key may appear
-more than once (an error record requested again on resume): its last line wins.
+more than once (an error record requested again on resume): its last line wins. One process at a time owns a
+journal: it holds an exclusive ``flock`` on the file while open (the pipeline's stage lock already serializes
+runs; this refuses any other writer instead of letting two ask for the same records).
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import time
@@ -34,14 +37,27 @@ class Journal:
         self.dropped_torn_line = False
         self.records: dict[str, dict[str, Any]] = {}
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._load()
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            self._own()
+            self._load()
+        except BaseException:
+            os.close(self._fd)  # releases the lock, if it was taken
+            raise
         self._unsynced = 0
         self._synced_at = time.monotonic()
 
+    def _own(self) -> None:
+        """Take the journal's exclusive lock, or refuse: another process is writing it."""
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UserInputError(
+                f"{self.path} is being written by another process (another run of the same stage). Wait for it "
+                "to finish, or stop it, then run again: the finished records are reused."
+            ) from None
+
     def _load(self) -> None:
-        if not self.path.exists():
-            return
         data = self.path.read_bytes()
         good = 0  # byte offset just past the last complete, parseable line
         lines = data.split(b"\n")
