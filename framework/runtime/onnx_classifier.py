@@ -22,6 +22,8 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Encoding, Tokenizer
 
+from framework.runtime.limits import check_threads
+
 CHARS_PER_TOKEN = 50
 """Texts are cut to ``max_length * CHARS_PER_TOKEN`` characters before tokenizing, so a huge input stays fast."""
 MAX_DEFAULT_THREADS = 8
@@ -60,7 +62,7 @@ def session_options(threads: int | None = None) -> ort.SessionOptions:
     """The runtime's session options: ``threads`` intra-op threads (default: :func:`default_threads`), all
     graph optimisations, sequential execution."""
     options = ort.SessionOptions()
-    options.intra_op_num_threads = threads or default_threads()
+    options.intra_op_num_threads = check_threads(threads) or default_threads()
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -114,7 +116,7 @@ class OnnxTextClassifier:
         self._with_token_types = "token_type_ids" in names
         outputs = [node.name for node in self.session.get_outputs()]
         self.output_name = "logits" if "logits" in outputs else outputs[0]
-        self.num_labels = int(self._run(self._pack([self.encode(["a"])[0]]))[0].shape[-1])
+        self.num_labels = self._probe()
 
     def encode(self, texts: Sequence[str]) -> list[Encoding]:
         """Tokenize (in parallel, in Rust), after cutting each text to ``max_chars`` characters."""
@@ -158,6 +160,13 @@ class OnnxTextClassifier:
         if self._with_token_types:
             feeds["token_type_ids"] = np.zeros_like(ids)
         return feeds
+
+    def _probe(self) -> int:
+        """Run one tiny text through tokenizer and model; the number of labels, or a ``ModelLoadError``."""
+        try:
+            return int(self._run(self._pack([self.encode(["a"])[0]]))[0].shape[-1])
+        except Exception as exc:  # onnxruntime raises several pybind exception types
+            raise ModelLoadError("model", f"the model fails on a one-word text: {_first_line(exc)}") from None
 
     def _run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         return np.asarray(self.session.run([self.output_name], feeds)[0], dtype=np.float32)

@@ -1,8 +1,8 @@
 """Route text with a verified bundle: calibrated probabilities, thresholds, abstention to the fallback intent.
 
 Whatever a caller sends, one batch item never breaks another: an empty text abstains without inference,
-a non-string item gets an ``error``, invalid Unicode is replaced by U+FFFD, huge texts are cut before
-tokenizing, and long inputs are processed in chunks of :data:`CHUNK` texts.
+a non-string item (``bytes`` included: decode them first) gets an ``error``, invalid Unicode is replaced by
+U+FFFD, huge texts are cut before tokenizing, and long inputs are processed in chunks of :data:`CHUNK` texts.
 """
 
 from __future__ import annotations
@@ -16,11 +16,14 @@ from typing import Any, Literal
 import numpy as np
 
 from framework.runtime.bundle import BundleError, BundleInfo, read_bundle, verify_bundle
+from framework.runtime.limits import check_threads
 from framework.runtime.onnx_classifier import ModelLoadError, OnnxTextClassifier
 
 CHUNK = 256
 """Texts tokenized and run per step: bounds memory for any number of inputs."""
 REPR_TEXT = 200
+SELF_CHECK_TEXT = "where is the main function defined"
+"""What :meth:`Router.self_check` routes: any short text exercises tokenizer, model and routing."""
 
 Decision = Literal["accept", "abstain"]
 
@@ -30,7 +33,7 @@ class RouteResult:
     """Where one text goes and why.
 
     Attributes:
-        text: the text as received (invalid code points replaced by U+FFFD; bytes decoded as UTF-8).
+        text: the text as received (invalid code points replaced by U+FFFD; empty for a non-string item).
         intent: the final route: ``predicted`` when accepted, else the fallback intent (may be None).
         predicted: the most probable label, None when nothing was predicted (empty text, error).
         confidence: the calibrated probability of ``predicted`` (0.0 when nothing was predicted).
@@ -110,11 +113,13 @@ class Router:
             bundle_dir: the bundle directory.
             verify: check every file against ``checksums.json`` first.
             exact: run each text alone so results never depend on the batch (see ``onnx_classifier``).
-            threads: onnxruntime intra-op threads (default: available CPUs, at most 8).
+            threads: onnxruntime intra-op threads, 1 to ``MAX_THREADS`` (default: available CPUs, at most 8).
 
         Raises:
             BundleError: the bundle is missing, tampered with, malformed, or its model cannot be loaded.
+            ValueError: ``threads`` is not a whole number from 1 to ``MAX_THREADS``.
         """
+        threads = check_threads(threads)
         info = verify_bundle(bundle_dir) if verify else read_bundle(bundle_dir)
         try:
             classifier = OnnxTextClassifier(
@@ -124,6 +129,19 @@ class Router:
             name = "tokenizer.json" if exc.part == "tokenizer" else "model.onnx"
             raise BundleError(info.path, name, f"{name}: {exc}") from None
         return cls(info, classifier)
+
+    def self_check(self) -> RouteResult:
+        """Route :data:`SELF_CHECK_TEXT` end to end: tokenizer, model, calibration and thresholds.
+
+        Raises:
+            BundleError: the model failed on the text or returned scores that are not finite numbers.
+        """
+        result = self.predict(SELF_CHECK_TEXT)[0]
+        scores = [result.confidence, *(probability for _, probability in result.runners_up)]
+        problem = result.error or ("" if np.isfinite(scores).all() else "the scores it returned are not finite numbers")
+        if problem:
+            raise BundleError(self.info.path, "model.onnx", f"model.onnx cannot route a test text: {problem}")
+        return result
 
     @property
     def labels(self) -> list[str]:
@@ -217,5 +235,5 @@ def _as_text(item: object) -> tuple[str, str | None]:
             return item.encode("utf-16", "surrogatepass").decode("utf-16", "replace"), None
         return item, None
     if isinstance(item, bytes | bytearray | memoryview):
-        return bytes(item).decode("utf-8", "replace"), None
+        return "", f"expected a string, got {type(item).__name__} (decode it first, e.g. data.decode('utf-8'))"
     return "", f"expected a string, got {type(item).__name__}"

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
 
 import pytest
 
 from framework.errors import IntentcraftError
-from framework.io import read_json, sha256_file
+from framework.io import FILE_MODE, read_json, sha256_file
 from framework.runtime import BundleError, verify_bundle, write_checksums
 from tests.runtime.tiny_bundle import LABELS, MAX_LENGTH, BundleFactory, default_calibration
 
@@ -139,3 +141,10 @@ def test_checksums_listing_a_path_outside_the_bundle_is_refused(bundle: Path) ->
     (bundle / "checksums.json").write_text(json.dumps(document))
     with pytest.raises(BundleError, match="not a relative path to a file inside the bundle"):
         verify_bundle(bundle)
+
+
+def test_every_file_of_a_bundle_has_the_regular_mode(bundle: Path) -> None:
+    umask = os.umask(0)
+    os.umask(umask)
+    modes = {path.name: stat.S_IMODE(path.stat().st_mode) for path in bundle.iterdir()}
+    assert "checksums.json" in modes and set(modes.values()) == {FILE_MODE & ~umask}, modes

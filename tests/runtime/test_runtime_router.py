@@ -14,7 +14,9 @@ import numpy as np
 import pytest
 
 from framework.runtime import BundleError, OnnxTextClassifier, Router, RouteResult, calibrated_probabilities
-from framework.runtime.router import CHUNK
+from framework.runtime.limits import MAX_THREADS
+from framework.runtime.onnx_classifier import session_options
+from framework.runtime.router import CHUNK, SELF_CHECK_TEXT
 from tests.runtime.tiny_bundle import (
     FALLBACK,
     LABELS,
@@ -132,8 +134,10 @@ def test_hostile_inputs_never_break_the_batch(bundle: Path) -> None:
     assert pair.text == "😀 hi" and pair.predicted in LABELS
     assert none.error == "expected a string, got NoneType" and number.error == "expected a string, got int"
     assert number.decision == "abstain" and number.intent == FALLBACK and number.reason.startswith("error")
-    assert raw.text == "who calls x" and raw == router.predict("who calls x")[0]
-    assert bad_bytes.text == "\ufffd\ufffd ok" and bad_bytes.predicted in LABELS
+    for result in (raw, bad_bytes):  # README: a non-string item gets a per-item error; bytes are not decoded
+        assert result.error is not None and result.error.startswith("expected a string, got bytes")
+        assert (result.text, result.predicted, result.decision, result.intent) == ("", None, "abstain", FALLBACK)
+    assert router.predict(b"who calls x")[0].error == raw.error
     for result in results:
         json.dumps(result.to_dict(), ensure_ascii=False).encode("utf-8")
     assert len(repr(big)) < 600
@@ -206,3 +210,27 @@ def test_runtime_never_imports_torch(bundle: Path) -> None:
     )
     done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize("threads", [0, -1, 100_000, MAX_THREADS + 1, True, 2.5, "4"])
+def test_threads_out_of_bounds_are_refused_before_loading(bundle: Path, threads: object) -> None:
+    with pytest.raises(ValueError, match=rf"threads must be a whole number from 1 to {MAX_THREADS}"):
+        Router.load(bundle, threads=threads)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="threads must be"):
+        session_options(threads)  # type: ignore[arg-type]
+
+
+def test_threads_within_bounds_are_used(bundle: Path) -> None:
+    assert Router.load(bundle, threads=1).predict("who calls x")[0].error is None
+    assert session_options(MAX_THREADS).intra_op_num_threads == MAX_THREADS
+
+
+def test_self_check_routes_a_text_and_refuses_a_model_that_gives_no_numbers(
+    make_bundle: BundleFactory, tmp_path: Path
+) -> None:
+    result = Router.load(make_bundle()).self_check()
+    assert result.text == SELF_CHECK_TEXT and result.predicted in LABELS and result.error is None
+    nan_model = write_model(tmp_path / "nan.onnx", bias=[float("nan")] * len(LABELS))
+    router = Router.load(make_bundle("nan", model=nan_model))  # loads: the scores are only wrong
+    with pytest.raises(BundleError, match=r"model.onnx cannot route a test text: .*not finite numbers"):
+        router.self_check()
