@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import difflib
 import math
+import os
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import Field, field_validator
 
 from framework.errors import StageError
+from framework.io import special_kind
 from framework.plugin_api import SourceContext
 from framework.registry import PluginParams
 from framework.rows import row_id
@@ -27,6 +29,10 @@ if TYPE_CHECKING:
 
 PROGRESS_EVERY = 512
 _SHOWN = 5
+_SHOWN_COLUMNS = 20
+EXCERPT = 40
+"""Most characters of one value (a column name, a label) quoted from a file that parsed as data."""
+_KEY_DEPTH = 8
 Record = tuple[int, object, object]
 """``(position, text, label)``: position is a 1-based line number or a 0-based row index."""
 
@@ -48,6 +54,9 @@ class FileSourceParams(PluginParams):
         limit: Stop after this many rows (None: read everything).
     """
 
+    directory_ok: ClassVar[bool] = False
+    """Whether ``path`` may name a directory (a ``save_to_disk`` dataset)."""
+
     path: str = Field(min_length=1)
     text_column: str = Field(default="text", min_length=1)
     label_column: str = Field(default="label", min_length=1)
@@ -61,8 +70,9 @@ class FileSourceParams(PluginParams):
         return {str(k): v for k, v in value.items()} if isinstance(value, dict) else value
 
     def check_recipe(self, config: RecipeConfig) -> list[tuple[str, str]]:
-        """Checks against the whole recipe, run before any work: every ``label_map`` target is an intent."""
-        return [
+        """Checks against the whole recipe, run before any work: every ``label_map`` target is an intent, and
+        ``path``, when it exists, is something that can be read as data (not a directory, device or FIFO)."""
+        issues = [
             (
                 f"label_map.{label}",
                 f"maps to {intent!r}, which is not an intent of the recipe{did_you_mean(intent, config.intents)}",
@@ -70,6 +80,8 @@ class FileSourceParams(PluginParams):
             for label, intent in self.label_map.items()
             if intent not in config.intents
         ]
+        problem = unreadable_reason(self)
+        return issues + ([("path", problem)] if problem else [])
 
     def resolved(self) -> Path:
         """The absolute path this source reads."""
@@ -99,8 +111,38 @@ def did_you_mean(wanted: str, choices: Iterable[str]) -> str:
     return f"; did you mean '{match}'?" if match else ""
 
 
+def excerpt(value: object, limit: int = EXCERPT) -> str:
+    """``repr`` of a value quoted from a data file, cut to ``limit`` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 4] + "...'"
+
+
+def unreadable_reason(params: FileSourceParams) -> str | None:
+    """Why an existing ``path`` cannot be read as data (a directory, device, FIFO, unreadable), or None.
+
+    None as well when nothing is there: :func:`check_file` reports a missing file when the source runs.
+    """
+    path = params.resolved()
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return None
+    where = f"{params.path} (resolved to {path})" if str(path) != params.path else params.path
+    kind = special_kind(mode)
+    if kind == "a directory" and not params.directory_ok:
+        return f"{where} is a directory, not a data file. Point it at the file that holds the rows."
+    if kind is not None and kind != "a directory":
+        return (
+            f"{where} is not a regular file: it is {kind}, which a source never reads. Point it at a regular file "
+            "that holds the rows."
+        )
+    if not os.access(path, os.R_OK):
+        return f"{where} cannot be read (permission denied). Make it readable, or point it at a readable copy."
+    return None
+
+
 def check_file(params: FileSourceParams, ctx: SourceContext) -> Path:
-    """The resolved path, or a ``StageError`` when nothing is there."""
+    """The resolved path, or a ``StageError`` when nothing is there or it cannot be read as data."""
     path = params.resolved()
     if not path.exists():
         raise StageError(
@@ -108,6 +150,9 @@ def check_file(params: FileSourceParams, ctx: SourceContext) -> Path:
             f"{Path.cwd()}). Relative paths resolve against the directory intentcraft is started from: run it from "
             f"there (for the shipped recipes, the repository root) or set {key(ctx, 'path')} to an absolute path."
         )
+    problem = unreadable_reason(params)
+    if problem:
+        raise StageError(f"{key(ctx, 'path')}: {problem}")
     return path
 
 
@@ -116,7 +161,8 @@ def missing_column_error(
 ) -> StageError:
     """A column (or JSON key) named by ``param`` is not in the data."""
     place = f" {where}" if where else ""
-    listing = ", ".join(repr(c) for c in found) or "none"
+    listing = ", ".join(excerpt(c) for c in found[:_SHOWN_COLUMNS]) or "none"
+    listing += f" and {len(found) - _SHOWN_COLUMNS} more" if len(found) > _SHOWN_COLUMNS else ""
     return StageError(
         f"{key(ctx, param)}: column {column!r} is not in {file}{place}{did_you_mean(column, found)} "
         f"Columns found: {listing}. Set {key(ctx, param)} to the column that holds the "
@@ -165,13 +211,13 @@ def text_and_label(
     return values[0], values[1]
 
 
-def key_paths(record: dict[str, Any], prefix: str = "") -> list[str]:
-    """Every key of ``record``, nested ones as dotted paths (``meta``, ``meta.label``)."""
+def key_paths(record: dict[str, Any], prefix: str = "", depth: int = _KEY_DEPTH) -> list[str]:
+    """Every key of ``record``, nested ones as dotted paths (``meta``, ``meta.label``), ``depth`` levels deep."""
     paths = []
     for name, value in record.items():
         paths.append(prefix + str(name))
-        if isinstance(value, dict):
-            paths += key_paths(value, f"{prefix}{name}.")
+        if isinstance(value, dict) and depth > 1:
+            paths += key_paths(value, f"{prefix}{name}.", depth - 1)
     return paths
 
 
@@ -270,13 +316,14 @@ class RowBuilder:
         ctx, intents = self.ctx, list(self.ctx.intents)
         entries = []
         for (label, intent), count in self.unknown.most_common(_SHOWN):
-            mapped = f" (label_map gives {intent!r})" if intent != label else ""
+            mapped = f" (label_map gives {excerpt(intent)})" if intent != label else ""
             where = f"{self.position_key} {self.first_at[(label, intent)]}"
             rows = "1 row" if count == 1 else f"{count} rows"
-            entries.append(f"{label!r}{mapped}: {rows}, first at {where}{did_you_mean(intent, intents)}")
+            entries.append(f"{excerpt(label)}{mapped}: {rows}, first at {where}{did_you_mean(intent, intents)}")
         more = f"; and {len(self.unknown) - _SHOWN} more" if len(self.unknown) > _SHOWN else ""
         (example_label, example_intent), _ = self.unknown.most_common(1)[0]
         target = closest(example_intent, intents) or (intents[0] if intents else "SomeIntent")
+        example_label, example_intent = example_label[:EXCERPT], example_intent[:EXCERPT]
         labels = "1 label names" if len(self.unknown) == 1 else f"{len(self.unknown)} labels name"
         return StageError(
             f"{key(ctx, 'label_column')}: {labels} no intent of the recipe in {self.params.path}: "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -24,6 +25,8 @@ from framework.plugins.sources._common import (
 from framework.registry import sources
 
 _BOM = "\ufeff"
+_COLUMN_NAME = re.compile(r"[\w .:()/#-]{0,64}")
+"""What a column name in a header line looks like; a first line with anything else is not quoted back."""
 
 
 class CsvParams(FileSourceParams):
@@ -42,6 +45,24 @@ class CsvParams(FileSourceParams):
 
     delimiter: str = Field(default=",", min_length=1, max_length=1)
     encoding: str = "utf-8"
+
+
+def _check_header(header: list[str], params: CsvParams, ctx: SourceContext) -> None:
+    """Refuse a first line that is not a header of column names, without quoting it (it may be a secret)."""
+    odd = next((n for n, name in enumerate(header, start=1) if not _COLUMN_NAME.fullmatch(name)), None)
+    if len(header) >= 2 and odd is None:
+        return
+    found = (
+        f"it has {len(header)} field{'s' if len(header) != 1 else ''} separated by {params.delimiter!r}, and the "
+        "text and label columns need two"
+        if len(header) < 2
+        else f"field {odd} is not a column name (over 64 characters, or characters such names do not use)"
+    )
+    raise StageError(
+        f"{key(ctx, 'path')}: {params.path} does not look like a CSV file with a header line: {found}. Its content "
+        f"is not shown. Point {key(ctx, 'path')} at a CSV file whose line 1 names the columns, and set "
+        f"{key(ctx, 'delimiter')} if its fields are not separated by {params.delimiter!r}."
+    )
 
 
 def _column_index(header: list[str], param: str, column: str, params: CsvParams, ctx: SourceContext) -> int:
@@ -69,6 +90,7 @@ def _read(params: CsvParams, ctx: SourceContext) -> Iterator[dict[str, Any]]:
         if not header:
             raise empty_file_error(ctx, params.path, "is empty (not even a header line)")
         header[0] = header[0].removeprefix(_BOM)
+        _check_header(header, params, ctx)
         text_at = _column_index(header, "text_column", params.text_column, params, ctx)
         label_at = _column_index(header, "label_column", params.label_column, params, ctx)
         yield from emit_rows(_records(reader, text_at, label_at), RowBuilder(params, ctx))

@@ -12,7 +12,7 @@ import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, ClassVar
 
 from framework.errors import StageError
 from framework.plugin_api import SourceContext
@@ -46,6 +46,8 @@ class HfDatasetParams(FileSourceParams):
         label_map: Source label (after ``ClassLabel`` naming) -> intent name; others are used as they are.
         limit: Stop after this many rows (None: read everything).
     """
+
+    directory_ok: ClassVar[bool] = True
 
     dataset_split: str = "train"
 
@@ -135,12 +137,19 @@ def _open(params: HfDatasetParams, ctx: SourceContext) -> tuple[Any, Iterator[di
         raise
     except Exception as exc:  # datasets and pyarrow raise many types for a broken file
         raise StageError(
-            f"{key(ctx, 'path')}: datasets could not read {params.path} ({type(exc).__name__}: {exc}). "
+            f"{key(ctx, 'path')}: datasets could not read {params.path} ({type(exc).__name__}: {_first_line(exc)}). "
             "Check that the file is intact and of the type its suffix says."
         ) from None
     if first is None:
         raise empty_file_error(ctx, params.path, "holds no rows")
     return dataset, itertools.chain([first], rows)
+
+
+def _first_line(exc: Exception, limit: int = 160) -> str:
+    """The start of an exception's message: enough to diagnose, too short to copy a file's content."""
+    lines = str(exc).strip().splitlines()
+    text = lines[0] if lines else ""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 @sources.register("hf_dataset", params=HfDatasetParams)

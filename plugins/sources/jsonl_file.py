@@ -52,6 +52,8 @@ def _objects(path: Path, params: JsonlParams, ctx: SourceContext) -> Iterator[tu
                     f"{key(ctx, 'path')}: line {number} of {params.path} is not valid JSON ({exc.msg} at column "
                     f"{exc.colno}). Each line must hold one JSON object; fix or remove that line."
                 ) from None
+            except RecursionError:
+                raise too_deep_error(ctx, params, f"line {number}") from None
             if not isinstance(record, dict):
                 raise StageError(
                     f"{key(ctx, 'path')}: line {number} of {params.path} holds a JSON {type(record).__name__}, "
@@ -86,3 +88,13 @@ def jsonl_source(params: JsonlParams, ctx: SourceContext) -> Iterator[dict[str, 
         yield from _read(params, ctx)
     except UnicodeDecodeError as exc:
         raise decode_error(ctx, params, exc) from None
+    except RecursionError:  # a text or label value nested too deeply to turn into a string
+        raise too_deep_error(ctx, params, "a value") from None
+
+
+def too_deep_error(ctx: SourceContext, params: JsonlParams, where: str) -> StageError:
+    """The error for JSON nested deeper than Python's parser and converters can follow."""
+    return StageError(
+        f"{key(ctx, 'path')}: {where} of {params.path} nests JSON arrays or objects too deeply to read. Each line "
+        "must hold one flat JSON object with the text and label keys; fix or remove that line."
+    )

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -375,3 +378,70 @@ def test_banking77_dedupe_keeps_the_official_test_set_and_splits_the_rest() -> N
     assert sum(1 for split in result.assignments.values() if split == "test") == len(kept_test)
     assert find_leaks([{**r, "split": result.assignments[r["id"]]} for r in kept]) == []
     assert sum(sum(c.values()) for c in result.report["pinned"].values()) == len(kept_test)
+
+
+# --- hostile paths and contents -----------------------------------------------------------------------------
+
+FAKE_SECRET = "root:$6$Zq9CANARYsecretHASH$Xy:19000:0:99999:7:::"
+
+
+def unblock_later(fifo: Path, seconds: float = 5.0) -> None:
+    """Should a broken source open ``fifo`` to read, write an empty line into it after ``seconds``: no hang."""
+
+    def writer() -> None:
+        time.sleep(seconds)
+        with fifo.open("w") as handle:
+            handle.write("\n")
+
+    threading.Thread(target=writer, daemon=True).start()
+
+
+@pytest.mark.parametrize("params_type", [CsvParams, JsonlParams])
+def test_a_directory_is_reported_as_a_directory(tmp_path: Path, params_type: type) -> None:
+    params = params_type(path=str(tmp_path))
+    message = error_of(csv_source if params_type is CsvParams else jsonl_source, params)
+    assert message.startswith(f"sources.mine.path: {tmp_path} is a directory, not a data file.")
+    config = RecipeConfig.model_construct(intents={name: IntentSpec() for name in INTENTS})
+    assert params.check_recipe(config) == [("path", message.removeprefix("sources.mine.path: "))]
+
+
+def test_a_device_is_not_a_regular_file_and_is_never_read(tmp_path: Path) -> None:
+    message = error_of(csv_source, CsvParams(path="/dev/zero"))
+    assert message.startswith("sources.mine.path: /dev/zero is not a regular file: it is a character device")
+    fifo = tmp_path / "rows.jsonl"
+    os.mkfifo(fifo)  # reading would block: it must be refused before it is opened
+    unblock_later(fifo)
+    assert "it is a FIFO (named pipe)" in error_of(jsonl_source, JsonlParams(path=str(fifo)))
+    config = RecipeConfig.model_construct(intents={})
+    assert [where for where, _ in CsvParams(path="/dev/zero").check_recipe(config)] == ["path"]
+    assert CsvParams(path=str(tmp_path / "later.csv")).check_recipe(config) == [], "missing: reported when run"
+
+
+def test_hf_dataset_still_reads_directories_but_not_devices(hf_dir: Path) -> None:
+    config = RecipeConfig.model_construct(intents={})
+    assert HfDatasetParams(path=str(hf_dir)).check_recipe(config) == []
+    assert "is not a regular file" in error_of(hf_dataset_source, HfDatasetParams(path="/dev/zero"))
+
+
+@pytest.mark.parametrize(
+    "first_line", [FAKE_SECRET, f"user,{FAKE_SECRET}", "API_KEY=sk-CANARYsecretHASH,label", "x" * 65 + ",label"]
+)
+def test_a_file_that_is_not_csv_is_refused_without_quoting_it(tmp_path: Path, first_line: str) -> None:
+    path = write(tmp_path / "shadow", f"{first_line}\nbin:*:19000:0:99999:7:::\n")
+    message = error_of(csv_source, CsvParams(path=str(path)))
+    assert message.startswith(f"sources.mine.path: {path} does not look like a CSV file with a header line: ")
+    assert "CANARY" not in message and "xxxxx" not in message and "bin:" not in message
+    assert "Its content is not shown" in message
+
+
+def test_values_quoted_from_a_real_csv_are_short(tmp_path: Path) -> None:
+    label = "L" * 500
+    path = write(tmp_path / "data.csv", f"text,label\nhello,{label}\n")
+    message = error_of(csv_source, CsvParams(path=str(path)))
+    assert "'LLLL" in message and label[:100] not in message and len(message) < 800
+
+
+def test_jsonl_nested_too_deeply_names_the_file_and_line(tmp_path: Path) -> None:
+    path = write(tmp_path / "deep.jsonl", '{"text": "a", "label": "Greet"}\n' + "[" * 200_000 + "]" * 200_000 + "\n")
+    message = error_of(jsonl_source, JsonlParams(path=str(path)))
+    assert message.startswith(f"sources.mine.path: line 2 of {path} nests JSON arrays or objects too deeply")
