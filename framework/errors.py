@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from framework.redact import REDACTED, SECRET_KEY
+from framework.redact import REDACTED, SECRET_KEY, scrub
 
 
 class IntentcraftError(Exception):
@@ -36,7 +36,7 @@ class ConfigIssue:
 
 
 def _short_repr(value: object, limit: int = 80) -> str:
-    text = repr(value)
+    text = scrub(repr(value))
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,9 +18,12 @@ from framework.io import atomic_write_json, atomic_write_text
 from framework.pipeline import Pipeline, StagePlan
 from framework.plugin_api import ReportContext
 from framework.progress import STDERR
-from framework.redact import redact
+from framework.redact import redact, scrub
 from framework.stages import STAGES
 from framework.summary import print_run_summary
+
+# Hydra writes its own unredacted copies of the config and overrides under .hydra/; intentcraft writes redacted ones.
+HYDRA_FORCED = ("hydra.output_subdir=null",)
 
 
 @dataclass(frozen=True)
@@ -34,15 +38,42 @@ class RunOptions:
 def _record(
     run_dir: Path, recipe: ValidatedRecipe, container: dict[str, Any], plans: list[StagePlan], actions: dict
 ) -> None:
-    import yaml
-
     run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run_dir / "recipe.yaml", yaml.safe_dump(redact(container), sort_keys=False, allow_unicode=True))
+    atomic_write_text(run_dir / "recipe.yaml", _yaml(redact(container)))
     stages = {
         p.stage.name: {"fingerprint": p.fingerprint, "dir": str(p.directory), "action": actions[p.stage.name]}
         for p in plans
     }
     atomic_write_json(run_dir / "run.json", {"recipe": recipe.name, "recipe_file": recipe.source, "stages": stages})
+
+
+def _yaml(value: Any) -> str:
+    import yaml
+
+    return yaml.safe_dump(value, sort_keys=False, allow_unicode=True)
+
+
+def _record_config(run_dir: Path, container: dict[str, Any], overrides: list[str]) -> None:
+    """``.hydra/config.yaml`` and ``overrides.yaml``, secrets redacted (Hydra's own copies are turned off)."""
+    atomic_write_text(run_dir / ".hydra" / "config.yaml", _yaml(redact(container)))
+    atomic_write_text(run_dir / ".hydra" / "overrides.yaml", _yaml(redact(overrides)))
+
+
+class _ScrubSecrets(logging.Filter):
+    """Redacts secrets from every log record before a handler (the run log) writes it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        cleaned = scrub(message)
+        if cleaned != message:
+            record.msg, record.args = cleaned, None
+        return True
+
+
+def _scrub_logs() -> None:
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, _ScrubSecrets) for f in handler.filters):
+            handler.addFilter(_ScrubSecrets())
 
 
 def _report(pipeline: Pipeline, plans: list[StagePlan], run_dir: Path) -> Path | None:
@@ -112,15 +143,17 @@ def launch(ref: RecipeRef, multirun: bool, options: RunOptions, console: Console
         container = OmegaConf.to_container(cfg, resolve=True)
         assert isinstance(container, dict)
         hydra_cfg = HydraConfig.get()
+        _scrub_logs()
+        _record_config(Path(hydra_cfg.runtime.output_dir), container, list(hydra_cfg.overrides.task))
         try:
             run_recipe(container, str(ref.path), Path(hydra_cfg.runtime.output_dir), options, console)
         except IntentcraftError as exc:
-            STDERR.print("[bold red]error:[/] " + escape(str(exc)), highlight=False, soft_wrap=True)
+            STDERR.print("[bold red]error:[/] " + escape(scrub(str(exc))), highlight=False, soft_wrap=True)
             if hydra_cfg.mode != RunMode.MULTIRUN:
                 raise SystemExit(exc.exit_code) from None
             failures.append(exc.exit_code)
 
-    argv = ["intentcraft", *(["-m"] if multirun else []), *ref.overrides, ref.search_path_override()]
+    argv = ["intentcraft", *(["-m"] if multirun else []), *ref.overrides, ref.search_path_override(), *HYDRA_FORCED]
     saved, sys.argv = sys.argv, argv
     try:
         hydra.main(version_base="1.3", config_path=str(ref.path.parent), config_name=ref.name)(task)()

@@ -1,37 +1,115 @@
-"""Keep secrets out of everything intentcraft writes."""
+"""Keep secrets out of everything intentcraft writes, and decide which variables a recipe may read.
+
+Secrets are redacted three ways: by key name (``api_key``, ``access_token``, ...), by value (the values of
+the environment variables that hold secrets, and prefixes of them that a provider echoes before a mask), and
+by shape (well-known key formats, passwords in ``user:pass@`` URIs, ``key=``/``token=``/``sig=`` query
+parameters). Other strings are left alone.
+"""
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import re
 from typing import Any
 
-SECRET_KEY = re.compile(r"(api[_-]?key|token|secret|password|authorization)", re.IGNORECASE)
 REDACTED = "***redacted***"
 
+# A config key whose value is a secret: the name ends in one of these words (``access_token``, ``api_key``),
+# so ``max_tokens`` or ``api_key_env`` (a variable's name, not its value) are not secrets.
+SECRET_KEY = re.compile(
+    r"(?:^|[_.-])(?:api[_-]?key|apikey|token|access[_-]?key|secret|password|passwd|authorization|credentials?)$",
+    re.IGNORECASE,
+)
+# An environment variable that holds a secret: one of its ``_``-separated words says so.
+_SECRET_ENV_WORDS = {"KEY", "APIKEY", "TOKEN", "SECRET", "PASSWORD", "PASSWD", "PASS", "CREDENTIAL", "CREDENTIALS"}
+_MIN_SECRET_LENGTH = 8
 
-def redact(value: Any) -> Any:
-    """A copy of ``value`` with the values of secret-looking keys replaced."""
-    if isinstance(value, dict):
-        return {
-            k: REDACTED if SECRET_KEY.search(str(k)) and v not in (None, "") else redact(v) for k, v in value.items()
-        }
-    if isinstance(value, list):
-        return [redact(item) for item in value]
-    return value
+SECRET_SHAPES = re.compile(
+    r"""
+      \bsk-[A-Za-z0-9_-]{16,}                                     # OpenAI / Anthropic style keys
+    | \bA(?:KIA|SIA)[0-9A-Z]{16}\b                                # AWS access key ids
+    | \bgh[pousr]_[A-Za-z0-9]{30,}                                # GitHub tokens
+    | \bgithub_pat_[A-Za-z0-9_]{30,}
+    | \bxox[abposr]-[A-Za-z0-9-]{10,}                             # Slack tokens
+    | \bAIza[0-9A-Za-z_-]{35}                                     # Google API keys
+    | \bhf_[A-Za-z0-9]{30,}                                       # Hugging Face tokens
+    | \beyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}  # JSON web tokens
+    | (?<=Bearer\ )[A-Za-z0-9._~+/=-]{12,}                        # bearer credentials
+    """,
+    re.VERBOSE,
+)
+URI_PASSWORD = re.compile(r"(?P<head>\b[a-z][a-z0-9+.-]*://[^/\s:@'\"]*:)(?P<secret>[^/\s@'\"]+)(?=@)", re.IGNORECASE)
+SECRET_QUERY = re.compile(
+    r"(?P<head>[?&;](?:api[_-]?key|apikey|key|token|access[_-]?token|auth|sig|signature|secret|password|pwd"
+    r"|x-amz-signature|x-amz-credential|x-goog-signature|code)=)(?P<secret>[^&#\s'\"]+)",
+    re.IGNORECASE,
+)
+_MASK = r"(?:[*•·…]{2,}|\.{3,}|x{4,})"  # how providers mask the rest of an echoed key
+
+KEY_ENV_ALLOW_VARIABLE = "INTENTCRAFT_KEY_ENV_ALLOW"
+DEFAULT_KEY_ENV_ALLOW = ("*_API_KEY",)
+
+
+def is_secret_env_name(name: str) -> bool:
+    """Whether an environment variable's name says it holds a secret (``OPENAI_API_KEY``, ``GH_TOKEN``)."""
+    return bool(_SECRET_ENV_WORDS & set(name.upper().split("_")))
 
 
 def secret_values(extra_names: list[str] | tuple[str, ...] = ()) -> list[str]:
     """Values of environment variables that hold secrets (secret-looking names, plus ``extra_names``)."""
-    names = [name for name in os.environ if SECRET_KEY.search(name)] + list(extra_names)
+    names = [name for name in os.environ if is_secret_env_name(name)] + list(extra_names)
     values = {os.environ.get(name, "") for name in names}
-    return sorted((value for value in values if len(value) >= 6), key=len, reverse=True)
+    return sorted((value for value in values if len(value) >= _MIN_SECRET_LENGTH), key=len, reverse=True)
 
 
-def scrub(text: str, secrets: list[str]) -> str:
-    """``text`` with every occurrence of a secret value (and of its first 8+ characters) replaced."""
-    for secret in secrets:
+def _echoed_prefix(secret: str) -> re.Pattern[str]:
+    """A pattern for the first 8+ characters of ``secret`` followed by a mask (``sk-abcd1234****``)."""
+    return re.compile(re.escape(secret[:_MIN_SECRET_LENGTH]) + r"[^\s*•·….]*" + _MASK)
+
+
+def scrub(text: str, secrets: list[str] | None = None) -> str:
+    """``text`` with secrets replaced: the given values (default: the environment's), echoed prefixes, shapes."""
+    for secret in secret_values() if secrets is None else secrets:
         text = text.replace(secret, REDACTED)
-        if len(secret) >= 16:  # providers echo key prefixes ("sk-abcd1234***")
-            text = text.replace(secret[:8], REDACTED)
-    return text
+        if len(secret) >= 2 * _MIN_SECRET_LENGTH:  # providers echo key prefixes before a mask
+            text = _echoed_prefix(secret).sub(REDACTED, text)
+    text = SECRET_SHAPES.sub(REDACTED, text)
+    text = URI_PASSWORD.sub(lambda m: m["head"] + REDACTED, text)
+    return SECRET_QUERY.sub(lambda m: m["head"] + REDACTED, text)
+
+
+def redact(value: Any, secrets: list[str] | None = None) -> Any:
+    """A copy of ``value`` with secret-named keys' values replaced and every string scrubbed."""
+    secrets = secret_values() if secrets is None else secrets
+    if isinstance(value, dict):
+        return {
+            k: REDACTED if SECRET_KEY.search(str(k)) and v not in (None, "") else redact(v, secrets)
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [redact(item, secrets) for item in value]
+    if isinstance(value, str):
+        return scrub(value, secrets)
+    return value
+
+
+def credentials_in(text: str) -> str | None:
+    """What kind of credential a URI or path string carries (``a password in user:pass@``), or ``None``."""
+    if URI_PASSWORD.search(text):
+        return "a password in its user:password@ part"
+    query = SECRET_QUERY.search(text)
+    if query:
+        return f"a credential in its query string ({query['head'][1:]}...)"
+    return None
+
+
+def key_env_allowed() -> tuple[str, ...]:
+    """Patterns of the variables ``api_key_env`` may name: the defaults plus ``$INTENTCRAFT_KEY_ENV_ALLOW``."""
+    extra = os.environ.get(KEY_ENV_ALLOW_VARIABLE, "")
+    return DEFAULT_KEY_ENV_ALLOW + tuple(item.strip() for item in extra.split(",") if item.strip())
+
+
+def key_env_permitted(name: str) -> bool:
+    """Whether a recipe may read the variable ``name`` as an API key (``fnmatch`` against the allow patterns)."""
+    return any(fnmatch.fnmatchcase(name, pattern) for pattern in key_env_allowed())

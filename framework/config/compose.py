@@ -9,11 +9,13 @@ recipes directory are added to Hydra's search path.
 from __future__ import annotations
 
 import difflib
+import functools
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from framework.config.recipe_policy import choice_issues, hydra_issues, outputs_issues, resolver_issues
 from framework.errors import ConfigIssue, RecipeError, UserInputError
 from framework.paths import conf_dir, recipe_dirs, shipped_recipes_dir
 
@@ -89,25 +91,77 @@ def resolve_recipe(args: list[str]) -> RecipeRef:
 
 
 def compose_recipe(ref: RecipeRef, overrides: list[str] | None = None) -> dict[str, Any]:
-    """Compose the recipe with Hydra and return it as plain, resolved containers (no ``hydra`` node)."""
+    """Compose the recipe with Hydra, refuse what a recipe may not ask (see ``recipe_policy``), and return it
+    as plain, resolved containers (no ``hydra`` node)."""
+    return compose_with_hydra(ref, overrides)[0]
+
+
+def compose_with_hydra(ref: RecipeRef, overrides: list[str] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``compose_recipe``'s resolved recipe and the (checked, unresolved) ``hydra`` node beside it."""
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
-    from omegaconf import OmegaConf
+    from omegaconf import OmegaConf, open_dict
     from omegaconf.errors import OmegaConfBaseException
 
     chosen = list(ref.overrides if overrides is None else overrides)
     _check_override_syntax(ref, chosen)
     try:
         with initialize_config_dir(config_dir=str(ref.path.parent), version_base="1.3", job_name="intentcraft"):
-            cfg = compose(config_name=ref.name, overrides=[*chosen, ref.search_path_override()])
+            cfg = compose(
+                config_name=ref.name, overrides=[*chosen, ref.search_path_override()], return_hydra_config=True
+            )
+        hydra = OmegaConf.to_container(cfg.hydra, resolve=False)
+        with open_dict(cfg):
+            del cfg["hydra"]
+        _check_policy(ref, chosen, hydra, OmegaConf.to_container(cfg, resolve=False))
         container = OmegaConf.to_container(cfg, resolve=True)
     except (HydraException, OmegaConfBaseException, ValueError) as exc:
         issue = composition_issue(exc)
         if issue.message.startswith("no such key"):
             issue.message += _override_suggestion(ref, chosen, issue.path)
         raise RecipeError(str(ref.path), [issue], hint=composition_hint(exc)) from None
+    assert isinstance(container, dict) and isinstance(hydra, dict)
+    return container, hydra
+
+
+def _check_policy(ref: RecipeRef, overrides: list[str], hydra: Any, unresolved: Any) -> None:
+    """Refuse ``hydra.*`` keys, resolvers and output paths that a recipe may not set, all at once."""
+    choices = hydra["runtime"]["choices"]
+    issues = choice_issues(choices)
+    if not issues:
+        try:
+            reference = _reference(ref.search_path_override(), choices["hydra/launcher"], choices["hydra/sweeper"])
+        except Exception as exc:  # an allowed launcher or sweeper whose Hydra plugin is not installed
+            detail = composition_issue(exc).message
+            issues = [ConfigIssue("hydra/launcher", f"cannot compose the library defaults with it: {detail}")]
+        else:
+            issues = hydra_issues(hydra, reference["hydra"])
+            outputs = unresolved.get("paths", {}).get("outputs")
+            issues += outputs_issues(outputs, reference["paths"]["outputs"], overrides)
+    issues += resolver_issues(unresolved)
+    if issues:
+        raise RecipeError(
+            str(ref.path),
+            issues,
+            hint="A recipe is data: it cannot run code, read the environment or choose where files are written. "
+            "Remove these keys from the recipe (or the override that set them).",
+        )
+
+
+@functools.lru_cache(maxsize=8)
+def _reference(search_path: str, launcher: str, sweeper: str) -> dict[str, Any]:
+    """The library defaults composed alone (with the same launcher and sweeper): what a recipe is compared to."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3", job_name="intentcraft"):
+        cfg = compose(
+            config_name="intentcraft",
+            overrides=[f"hydra/launcher={launcher}", f"hydra/sweeper={sweeper}", search_path],
+            return_hydra_config=True,
+        )
+    container = OmegaConf.to_container(cfg, resolve=False)
     assert isinstance(container, dict)
-    container.pop("hydra", None)
     return container
 
 
