@@ -5,6 +5,7 @@ Every problem is collected and raised together as one ``RecipeError``.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -13,6 +14,7 @@ import jinja2
 from pydantic import BaseModel, ValidationError
 
 from framework.config.pydantic_issues import did_you_mean, issues_from_validation
+from framework.config.recipe_policy import credential_issues
 from framework.config.schema import (
     CalibrateSection,
     ExportSection,
@@ -39,7 +41,10 @@ from framework.registry import (
     trainers,
     validators,
 )
-from framework.templating import make_environment, template_variables
+from framework.templating import TemplateLimitError, make_environment, template_variables
+
+TRIAL_RENDER_SECONDS = 10.0
+"""Time for the trial renders of all of a recipe's templates together (each render has its own limit too)."""
 
 SINGLE_SECTIONS: tuple[tuple[str, type[PluginSection], Registry], ...] = (
     ("split", SplitSection, splitters),
@@ -153,9 +158,10 @@ def _explain_leftover_keys(
 
 
 def _template_issues(config: RecipeConfig) -> list[ConfigIssue]:
-    """Syntax, unknown slots and sandbox violations, found by a trial render of every template."""
+    """Syntax, unknown slots, sandbox violations and resource limits, found by a trial render of every template."""
     issues: list[ConfigIssue] = []
     env = make_environment()
+    stop_at = time.monotonic() + TRIAL_RENDER_SECONDS
     for intent, spec in config.intents.items():
         slots = config.slots_for(intent)
         for index, source in enumerate(spec.templates):
@@ -176,13 +182,25 @@ def _template_issues(config: RecipeConfig) -> list[ConfigIssue]:
                 )
             if missing:
                 continue
-            try:
-                env.from_string(source).render({name: slots[name][0] for name in names if slots[name]})
-            except jinja2.exceptions.SecurityError as exc:
-                issues.append(ConfigIssue(path, f"template is refused by the sandbox: {exc}", source, has_value=True))
-            except jinja2.TemplateError as exc:
-                issues.append(ConfigIssue(path, f"template fails to render: {exc}", source, has_value=True))
+            if time.monotonic() > stop_at:
+                message = f"the templates before this one took over {TRIAL_RENDER_SECONDS} s to render once each"
+                return [*issues, ConfigIssue(path, message + "; make them cheaper (this one and later were not tried)")]
+            issue = _trial_render(env, path, source, {name: slots[name][0] for name in names if slots[name]})
+            issues += [issue] if issue else []
     return issues
+
+
+def _trial_render(env: jinja2.Environment, path: str, source: str, values: dict[str, Any]) -> ConfigIssue | None:
+    """Render ``source`` once under the sandbox's limits; the problem found, if any."""
+    try:
+        env.from_string(source).render(values)
+    except jinja2.exceptions.SecurityError as exc:
+        return ConfigIssue(path, f"template is refused by the sandbox: {exc}", source, has_value=True)
+    except TemplateLimitError as exc:
+        return ConfigIssue(path, str(exc), source, has_value=True)
+    except jinja2.TemplateError as exc:
+        return ConfigIssue(path, f"template fails to render: {exc}", source, has_value=True)
+    return None
 
 
 def _content_issues(config: RecipeConfig, bound: dict[str, BoundPlugin]) -> list[ConfigIssue]:
@@ -215,7 +233,7 @@ def _content_issues(config: RecipeConfig, bound: dict[str, BoundPlugin]) -> list
 
 def check_recipe(raw: dict[str, Any], source: str) -> ValidatedRecipe:
     """Validate ``raw`` (a composed recipe) completely or raise ``RecipeError`` listing every issue."""
-    issues: list[ConfigIssue] = []
+    issues: list[ConfigIssue] = credential_issues(raw)
     config: RecipeConfig | None = None
     try:
         config = RecipeConfig.model_validate(raw)

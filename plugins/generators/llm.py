@@ -33,11 +33,11 @@ from framework.llm.journal import Journal
 from framework.llm.records import GenerationRecord, axis_rotation
 from framework.llm.roulette import ModelRoulette, ModelSpec
 from framework.plugin_api import GenerateContext
-from framework.redact import secret_values
+from framework.redact import KEY_ENV_ALLOW_VARIABLE, key_env_allowed, key_env_permitted, secret_values
 from framework.registry import PluginParams, UnknownPlugin, generators, llm_tasks
 from framework.rows import row_id
 from framework.seeding import derive_seed, make_rng
-from framework.templating import make_environment, template_variables
+from framework.templating import PROMPT_LIMITS, TemplateLimitError, make_environment, template_variables
 
 SYSTEM = "You write training data for an intent classifier. Answer with JSON only, no prose."
 PROMPT = """\
@@ -88,6 +88,12 @@ class ModelParams(PluginParams):
     def _env_name(cls, value: str | None) -> str | None:
         if value is not None and not _ENV_NAME.match(value):
             raise ValueError(f"{value!r} is not an environment variable name (letters, digits, underscores)")
+        if value is not None and not key_env_permitted(value):
+            raise ValueError(
+                f"a recipe may read API keys only from variables named like {', '.join(key_env_allowed())}, not "
+                f"{value}; to allow another name, set {KEY_ENV_ALLOW_VARIABLE} in your own environment (a "
+                f"comma-separated list of patterns, e.g. {KEY_ENV_ALLOW_VARIABLE}='HF_TOKEN,MYCO_*')"
+            )
         return value
 
     @model_validator(mode="after")
@@ -179,7 +185,7 @@ class LLMParams(PluginParams):
 
 
 def _prompt_issues(source: str) -> list[tuple[str, str]]:
-    env = make_environment()
+    env = make_environment(limits=PROMPT_LIMITS)
     try:
         unknown = template_variables(env, source) - PROMPT_VARIABLES
         if unknown:
@@ -189,14 +195,25 @@ def _prompt_issues(source: str) -> list[tuple[str, str]]:
         env.from_string(source).render(intent="x", description="x", examples=["x"], axes={"style": "x"}, n=1)
     except jinja2.exceptions.SecurityError as exc:
         return [("prompt", f"the prompt is refused by the sandbox: {exc}")]
+    except TemplateLimitError as exc:
+        return [("prompt", f"the prompt {str(exc).removeprefix('template ')}")]
     except jinja2.TemplateError as exc:
         return [("prompt", f"the prompt does not render: {exc}")]
     return []
 
 
+def _render_prompt(template: jinja2.Template, generator: str, variables: dict[str, Any]) -> str:
+    """The prompt for one record; a prompt that fails for these values (a limit, a type error) stops the stage."""
+    try:
+        return template.render(variables)
+    except jinja2.TemplateError as exc:
+        where = f"generate.generators.{generator}.prompt"
+        raise StageError(f"{where}: the prompt cannot be rendered for intent {variables['intent']!r}: {exc}") from None
+
+
 def build_records(params: LLMParams, ctx: GenerateContext) -> list[TaskRecord]:
     """Every record of every intent, in a fixed order, each with its model, axes and rendered prompt."""
-    env = make_environment()
+    env = make_environment(limits=PROMPT_LIMITS)
     template = env.from_string(params.prompt)
     roulette = ModelRoulette([m.spec() for m in params.models])
     records = []
@@ -216,7 +233,7 @@ def build_records(params: LLMParams, ctx: GenerateContext) -> list[TaskRecord]:
                 index=index,
                 n=n,
                 seed=derive_seed(ctx.seed, intent, index),
-                prompt=template.render(**variables, n=n),
+                prompt=_render_prompt(template, ctx.name, {**variables, "n": n}),
                 system=params.system,
                 options=params.task_options,
             )
