@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
+from typing import Any
 
+import re2
 from pydantic import Field, PrivateAttr, ValidationInfo, field_validator, model_validator
 
 from framework.plugin_api import Rejection, ValidateContext
@@ -29,12 +31,38 @@ from framework.registry import PluginParams, validators
 from ._common import Hit, clip, collect_rejections, row_text
 
 
+def compile_rule_regex(pattern: str, rule: str) -> Any:
+    """``pattern`` compiled case-insensitively with RE2, or a ``ValueError`` naming the rule and why.
+
+    Python's ``re`` checks the syntax first so a typo gets its familiar message; RE2 then refuses what it
+    cannot run in linear time (backreferences, lookaround).
+    """
+    try:
+        re.compile(pattern, re.IGNORECASE)
+    except re.error as exc:
+        raise ValueError(f"rule {rule!r}: invalid regex {pattern!r}: {exc}") from None
+    options = re2.Options()
+    options.case_sensitive = False
+    options.log_errors = False
+    try:
+        return re2.compile(pattern, options)
+    except re2.error as exc:
+        detail = exc.args[0].decode(errors="replace") if exc.args and isinstance(exc.args[0], bytes) else str(exc)
+        raise ValueError(
+            f"rule {rule!r}: regex {pattern!r} cannot run on RE2 ({detail}); rules use RE2 so that no rule can hang "
+            "on catastrophic backtracking, and RE2 has no backreferences or lookaround: rewrite the pattern "
+            "without them, or use 'contains'"
+        ) from None
+
+
 class Rule(PluginParams):
     """One rule: a regex or a list of substrings, optionally limited to some intents.
 
     Attributes:
         name: Identifies the rule in rejections (``deny:<name>`` / ``require:<name>``).
-        pattern: Python regex, searched case-insensitively (at most 500 characters).
+        pattern: Regex in RE2 syntax (Python's, without backreferences or lookaround), searched
+            case-insensitively (at most 500 characters). RE2 runs in time linear in the text, so no rule
+            can hang on catastrophic backtracking.
         contains: Case-insensitive substrings; the rule matches when any of them occurs.
         intents: Intents the rule applies to; ``None`` means every intent.
         reason: Why the rule exists; quoted in every rejection.
@@ -45,18 +73,14 @@ class Rule(PluginParams):
     contains: list[str] = Field(default_factory=list)
     intents: list[str] | None = None
     reason: str = ""
-    _regex: re.Pattern[str] | None = PrivateAttr(default=None)
+    _regex: Any = PrivateAttr(default=None)  # an re2 pattern
     _needles: list[str] = PrivateAttr(default_factory=list)
 
     @field_validator("pattern")
     @classmethod
     def _pattern_compiles(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is not None:
-            try:
-                re.compile(value, re.IGNORECASE)
-            except re.error as exc:
-                name = info.data.get("name", "?")
-                raise ValueError(f"rule {name!r}: invalid regex {value!r}: {exc}") from exc
+            compile_rule_regex(value, info.data.get("name", "?"))
         return value
 
     @field_validator("contains")
@@ -71,7 +95,7 @@ class Rule(PluginParams):
     def _exactly_one_matcher(self) -> Rule:
         if (self.pattern is None) == (not self.contains):
             raise ValueError(f"rule {self.name!r}: set exactly one of 'pattern' or a non-empty 'contains'")
-        self._regex = re.compile(self.pattern, re.IGNORECASE) if self.pattern is not None else None
+        self._regex = compile_rule_regex(self.pattern, self.name) if self.pattern is not None else None
         self._needles = [needle.casefold() for needle in self.contains]
         return self
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from pydantic import ValidationError
 
@@ -131,3 +133,32 @@ def test_rule_names_must_be_unique_per_list() -> None:
 
 def test_longest_allowed_pattern_compiles() -> None:
     assert Rule(name="long", pattern="a" * 500).find("a" * 600) is not None
+
+
+@pytest.mark.parametrize(
+    ("pattern", "detail"),
+    [(r"(a)\1", "invalid escape sequence"), (r"foo(?=bar)", "(?="), (r"(?<!x)y", "(?<!"), (r"(?P<w>a)(?P=w)", "")],
+    ids=["backreference", "lookahead", "lookbehind", "named_backreference"],
+)
+def test_patterns_re2_cannot_run_are_refused_naming_the_rule_and_why(pattern: str, detail: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        Params.model_validate({"deny": [{"name": "needs_backtracking", "pattern": pattern}]})
+    message = str(info.value)
+    assert "rule 'needs_backtracking'" in message and "cannot run on RE2" in message and detail in message
+    assert "no backreferences or lookaround" in message
+    assert info.value.errors()[0]["loc"] == ("deny", 0, "pattern")
+
+
+def test_catastrophic_pattern_runs_in_linear_time() -> None:
+    rule = {"name": "words", "pattern": r"^(\w+\s?)*$"}
+    rows = [make_row("a" * 5000 + "!", row_id="long"), make_row("just words here", row_id="words")]
+    started = time.monotonic()
+    rejections = run(rows, deny=[rule])
+    assert time.monotonic() - started < 1.0
+    assert [r.row_id for r in rejections] == ["words"]
+
+
+def test_re2_search_is_case_insensitive_beyond_ascii() -> None:
+    rule = Rule(name="cafe", pattern=r"\bcafé\s+au\b")
+    assert rule.find("a CAFÉ  AU lait") == "'CAFÉ  AU'"
+    assert rule.find("a cafe au lait") is None
