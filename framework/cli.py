@@ -19,6 +19,7 @@ from framework import __version__
 from framework.config.check import ValidatedRecipe, check_recipe
 from framework.config.compose import RecipeRef, available_recipes, compose_recipe, resolve_recipe
 from framework.errors import IntentcraftError, RecipeError, UserInputError
+from framework.paths import check_outputs_dir
 from framework.registry import KINDS
 from framework.runtime.predict_cli import (
     add_predict_parser,
@@ -132,7 +133,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from framework.launch import RunOptions, launch
 
     ref = resolve_recipe(args.overrides)
-    preflight(ref, args.multirun)
+    check_outputs_dir(preflight(ref, args.multirun).config.paths.outputs)
     options = RunOptions(args.force, args.until, args.limit)
     return launch(ref, multirun=args.multirun, options=options, console=OUT)
 

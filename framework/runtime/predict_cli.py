@@ -19,7 +19,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from framework.errors import UserInputError
-from framework.io import atomic_open
+from framework.io import atomic_open, refuse_unsafe_target
+from framework.runtime.limits import MAX_THREADS, check_threads
 
 if TYPE_CHECKING:
     from framework.runtime.router import RouteResult
@@ -32,6 +33,7 @@ PREDICT_EPILOG = """examples:
   intentcraft predict outputs/bundle < queries.txt                # one JSON object per line
   intentcraft predict outputs/bundle --input queries.txt --output routes.jsonl
 The bundle's checksums are always verified first. exit codes: 0 ok, 2 bad input or bundle"""
+STDOUT = "-"
 
 
 def positive_int(text: str) -> int:
@@ -65,13 +67,15 @@ def add_predict_parser(verbs: argparse._SubParsersAction) -> argparse.ArgumentPa
         help="the text to route (quote it); omitted or '-': one text per line of stdin",
     )
     parser.add_argument("-i", "--input", metavar="FILE", help="read one text per line from FILE ('-' = stdin)")
-    parser.add_argument("-o", "--output", metavar="FILE", type=Path, help="write the JSON lines to FILE (atomically)")
+    parser.add_argument(
+        "-o", "--output", metavar="FILE", help="write the JSON lines to a regular FILE, atomically ('-' = stdout)"
+    )
     parser.add_argument("--jsonl", action="store_true", help="print JSON lines even for a single TEXT")
     parser.add_argument(
         "--top-k", metavar="K", type=positive_int, default=3, help="labels to show per text (default: 3)"
     )
     parser.add_argument(
-        "--threads", metavar="N", type=positive_int, help="onnxruntime threads (default: available CPUs, max 8)"
+        "--threads", metavar="N", help=f"onnxruntime threads, 1 to {MAX_THREADS} (default: available CPUs, max 8)"
     )
     return parser
 
@@ -80,26 +84,32 @@ def add_verify_parser(verbs: argparse._SubParsersAction) -> argparse.ArgumentPar
     """Register ``intentcraft verify BUNDLE``."""
     parser = verbs.add_parser(
         "verify",
-        help="check a bundle's files against checksums.json and its JSON files against their schemas",
+        help="check a bundle's files against checksums.json and its schemas, then load it and route a test text",
         description="Check a bundle: every file against checksums.json (SHA-256), no file added or missing, "
-        "and labels.json, calibration.json and bundle.json against their schemas. exit codes: 0 ok, 2 not ok",
+        "labels.json, calibration.json and bundle.json against their schemas; then load the tokenizer and the "
+        "model as predict does and route one test text. exit codes: 0 ok, 2 not ok",
     )
     parser.add_argument("bundle", metavar="BUNDLE", type=Path, help="the bundle directory")
     return parser
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    """``intentcraft verify``: print a one-line summary, or raise the BundleError (exit 2)."""
-    from framework.runtime.bundle import verify_bundle
+    """``intentcraft verify``: checksums, schemas, then a load and one routed text as ``predict`` does.
 
-    info = verify_bundle(args.bundle)
-    calibration = info.calibration
+    Prints a one-line summary, or raises the BundleError (exit 2).
+    """
+    from framework.runtime.router import Router
+
+    router = Router.load(args.bundle, verify=True, threads=1)
+    router.self_check()
+    info, calibration = router.info, router.info.calibration
     labels = ", ".join(info.labels)
     OUT.print(
         f"[green]OK[/] {escape(str(info.path))}: {len(info.files)} files match checksums.json (sha256); "
         f"{len(info.labels)} labels ({escape(labels)}); fallback intent: {escape(str(calibration.fallback_intent))}; "
         f"temperature {calibration.temperature:.4g}, global threshold {calibration.global_threshold:.4g}; "
-        f"recipe {escape(info.manifest.recipe)}, max_length {info.manifest.max_length}",
+        f"recipe {escape(info.manifest.recipe)}, max_length {info.manifest.max_length}; "
+        "model and tokenizer load and route a test text",
         highlight=False,
         soft_wrap=True,
     )
@@ -114,17 +124,19 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise UserInputError("give either TEXT or --input FILE, not both (use --input - to read stdin).")
     if args.text == "-":  # the Unix convention, as for --input -
         args.text, args.input = None, "-"
+    threads = parse_threads(args.threads)
+    output = _output_file(args.output)
     source = args.input or "-"
     texts = [args.text] if args.text is not None else _read_lines(source)
     interactive = args.text is None and source == "-" and sys.stdin.isatty()  # answer each line as typed
-    router = Router.load(args.bundle, verify=True, threads=args.threads)
+    router = Router.load(args.bundle, verify=True, threads=threads)
     if args.text is not None and not args.jsonl and args.output is None:
         _print_result(router.predict(args.text, top_k=args.top_k)[0])
         return 0
     results = router.iter_predict(texts, args.top_k, chunk_size=1 if interactive else CHUNK)
     lines = (json.dumps(result.to_dict(), ensure_ascii=False) + "\n" for result in results)
-    if args.output is not None:
-        count = _write_lines(args.output, lines)
+    if output is not None:
+        count = _write_lines(output, lines)
         ERR.print(f"wrote {count} results to {escape(str(args.output))}", highlight=False)
         return 0
     with contextlib.suppress(BrokenPipeError):
@@ -136,6 +148,29 @@ def cmd_predict(args: argparse.Namespace) -> int:
         return 0
     _silence_stdout()
     return 0
+
+
+def parse_threads(text: str | None) -> int | None:
+    """``--threads`` as a number from 1 to :data:`MAX_THREADS` (None: the runtime's default)."""
+    if text is None:
+        return None
+    try:
+        return check_threads(int(text))
+    except ValueError:
+        raise UserInputError(
+            f"--threads must be a whole number from 1 to {MAX_THREADS}, got {text!r}. Leave it out for the "
+            "default (the CPUs available, at most 8), or use --threads 1 where the router shares its cores."
+        ) from None
+
+
+def _output_file(output: str | None) -> Path | None:
+    """The file ``--output`` names, checked before any work; None for no ``--output`` or ``-`` (stdout)."""
+    if output is None or output == STDOUT:
+        return None
+    path = Path(output)
+    fix = f"Give the path of a new or regular file, or use --output {STDOUT} to stream to stdout"
+    refuse_unsafe_target(path, "--output", fix)
+    return path
 
 
 def _print_result(result: RouteResult) -> None:
