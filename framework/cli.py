@@ -17,9 +17,16 @@ from rich.markup import escape
 
 from framework import __version__
 from framework.config.check import ValidatedRecipe, check_recipe
-from framework.config.compose import RecipeRef, available_recipes, compose_recipe, resolve_recipe
+from framework.config.compose import (
+    RecipeRef,
+    available_recipes,
+    compose_recipe,
+    compose_with_hydra,
+    resolve_recipe,
+)
 from framework.errors import IntentcraftError, RecipeError, UserInputError
 from framework.paths import check_outputs_dir
+from framework.redact import scrub
 from framework.registry import KINDS
 from framework.runtime.predict_cli import (
     add_predict_parser,
@@ -112,9 +119,18 @@ def sweep_jobs(overrides: list[str]) -> list[list[str]]:
     return [list(job) for job in itertools.product(*axes)]
 
 
+def recipe_sweep(ref: RecipeRef, first_job: list[str]) -> list[str]:
+    """The recipe's own ``hydra.sweeper.params`` as overrides, less the keys the command line sets."""
+    params = compose_with_hydra(ref, first_job)[1]["sweeper"].get("params") or {}
+    given = {o.lstrip("+~").split("=", 1)[0] for o in ref.overrides}
+    return [f"{key}={value}" for key, value in params.items() if str(key).lstrip("+~") not in given]
+
+
 def preflight(ref: RecipeRef, multirun: bool) -> ValidatedRecipe:
-    """Validate every job before any work; returns the first job's recipe."""
+    """Validate every job (the recipe's own sweep included) before any work; returns the first job's recipe."""
     jobs = sweep_jobs(list(ref.overrides)) if multirun else [list(ref.overrides)]
+    if multirun and (swept := recipe_sweep(ref, jobs[0])):
+        jobs = sweep_jobs([*swept, *ref.overrides])
     first: ValidatedRecipe | None = None
     for job in jobs[:MAX_PREFLIGHT_JOBS]:
         try:
@@ -218,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[args.verb](args)
     except IntentcraftError as exc:
-        ERR.print("[bold red]error:[/] " + escape(str(exc)), highlight=False, soft_wrap=True)
+        ERR.print("[bold red]error:[/] " + escape(scrub(str(exc))), highlight=False, soft_wrap=True)
         return exc.exit_code
     except KeyboardInterrupt:
         ERR.print("interrupted: finished stages are kept; run the same command again to go on.")
