@@ -19,7 +19,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from framework.errors import UserInputError
-from framework.io import atomic_open, refuse_unsafe_target
+from framework.io import atomic_open, refuse_unsafe_target, special_kind
 from framework.runtime.limits import MAX_THREADS, check_threads
 
 if TYPE_CHECKING:
@@ -196,11 +196,26 @@ def _print_result(result: RouteResult) -> None:
 
 def _read_lines(source: str) -> Iterator[str]:
     """Lines of a file or stdin ('-') as text, without their line ends; bad UTF-8 becomes U+FFFD."""
-    if source != "-" and not Path(source).is_file():
-        raise UserInputError(f"cannot read --input {source}: no such file. Give a text file, one text per line.")
+    problem = None if source == "-" else _input_problem(Path(source))
+    if problem:
+        raise UserInputError(
+            f"cannot read --input {source}: {problem}. Give a regular text file, one text per line (or pipe the "
+            "texts into --input -)."
+        )
     if source == "-" and sys.stdin.isatty():
         ERR.print("reading texts from stdin, one per line (end with Ctrl-D)", highlight=False)
     return _decoded(sys.stdin.buffer) if source == "-" else _decoded_file(Path(source))
+
+
+def _input_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be read as ``--input`` (missing, a directory, a device or FIFO), or None."""
+    try:
+        kind = special_kind(path.stat().st_mode)
+    except FileNotFoundError:
+        return "no such file"
+    except OSError as exc:
+        return exc.strerror or type(exc).__name__
+    return f"it is {kind}, not a regular file" if kind else None
 
 
 def _decoded_file(path: Path) -> Iterator[str]:

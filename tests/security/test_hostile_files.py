@@ -126,6 +126,13 @@ def test_output_to_a_regular_file_gets_the_regular_mode(bundle: Path, tmp_path: 
     assert json.loads(out.read_text())["text"] == "who calls x"
 
 
+@pytest.mark.parametrize(("source", "needle"), [("/dev/zero", "a character device"), (".", "a directory")])
+def test_input_that_is_not_a_regular_file_is_named_so(bundle: Path, tmp_path: Path, source: str, needle: str) -> None:
+    outcome = predict(bundle, "--input", source, cwd=tmp_path)
+    assert_refused(outcome, f"--input {source}", needle, limit_s=QUICK_S)
+    assert outcome.max_rss_mb < 500, f"peak memory {outcome.max_rss_mb:.0f} MB"
+
+
 # --- predict --threads --------------------------------------------------------------------------------------
 
 
