@@ -103,8 +103,11 @@ def compose_with_hydra(ref: RecipeRef, overrides: list[str] | None = None) -> tu
     from omegaconf import OmegaConf, open_dict
     from omegaconf.errors import OmegaConfBaseException
 
+    from framework.config.yaml_limits import install_yaml_limits
+
     chosen = list(ref.overrides if overrides is None else overrides)
     _check_override_syntax(ref, chosen)
+    install_yaml_limits()  # alias bombs, deep nesting, duplicate keys: one RecipeError naming file, key, line
     try:
         with initialize_config_dir(config_dir=str(ref.path.parent), version_base="1.3", job_name="intentcraft"):
             cfg = compose(
