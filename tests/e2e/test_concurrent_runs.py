@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -18,8 +19,10 @@ from typing import ClassVar
 
 import pytest
 
+from framework.pipeline import Pipeline
+from framework.stages import STAGES
 from tests.assets.llm_server import Faults, LLMServer, default_answer
-from tests.conftest import ASSETS, TINY, llm_base_overrides, tiny_model_overrides
+from tests.conftest import ASSETS, REPO, TINY, llm_base_overrides, load_recipe, run_cli, tiny_model_overrides
 
 LLM_RECIPE = ASSETS / "recipes" / "tiny_llm.yaml"
 LLM_RECORDS = 24  # 3 intents x 40 rows / 5 rows per request
@@ -43,6 +46,7 @@ class Run:
                 stdout=subprocess.PIPE,
                 stderr=stderr,
                 text=True,
+                preexec_fn=_default_sigint,
             )
         Run.started.append(self)
 
@@ -56,6 +60,11 @@ class Run:
         assert self.process.returncode == 0, f"exit {self.process.returncode}\n{stdout[-3000:]}\n{self.stderr[-3000:]}"
         assert "Traceback" not in self.stderr
         return stdout
+
+
+def _default_sigint() -> None:
+    """In the child: Ctrl-C back to its default (a suite started in the background would have it ignored)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 @pytest.fixture(autouse=True)
@@ -196,3 +205,36 @@ def test_two_runs_differing_in_an_export_key_build_both_exports_side_by_side(
     assert actions(out_a, "export") == actions(out_b, "export") == ["ran"]
     assert_published_stages_are_complete(tmp_path, {"generate": 1, "validate": 1, "split": 1, "train": 1, "export": 2})
     assert_exports_match_their_manifests(tmp_path)
+
+
+def test_a_waiting_run_shows_in_status_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+    """While another process holds generate's lock: ``status`` answers at once (PARTIAL, running in pid N) and
+    a waiting run ends on Ctrl-C with exit 130 and no traceback."""
+    generate = Pipeline(STAGES, load_recipe(TINY), tmp_path / "outputs").plan()[0].directory
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"from framework.io import stage_lock\nfrom pathlib import Path\n"
+            f"with stage_lock(Path({str(generate)!r})):\n    print('held', flush=True)\n    input()\n",
+        ],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        run = Run(tmp_path, "a", *DATA, f"recipe={TINY}")
+        wait_for(lambda: "waiting for another run" in run.stderr or run.process.poll() is not None, "run a waits")
+        status = run_cli("status", f"recipe={TINY}", cwd=tmp_path, timeout=60)
+        assert status.returncode == 0 and f"running in pid {holder.pid}" in status.stdout, status.stdout
+        run.process.send_signal(signal.SIGINT)
+        run.process.communicate(timeout=60)
+        assert run.process.returncode == 130
+        assert "Traceback" not in run.stderr and run.stderr.count(WAITING.format(pid=holder.pid)) == 1
+        assert not generate.exists()
+    finally:
+        holder.kill()
+        holder.communicate(timeout=30)
