@@ -118,6 +118,9 @@ def compose_with_hydra(ref: RecipeRef, overrides: list[str] | None = None) -> tu
             del cfg["hydra"]
         _check_policy(ref, chosen, hydra, OmegaConf.to_container(cfg, resolve=False))
         container = OmegaConf.to_container(cfg, resolve=True)
+    except KeyError as exc:  # Hydra copies hydra.job.env_copy's variables while composing, before any check
+        issue = ConfigIssue("hydra.job.env_copy", f"a recipe cannot set this Hydra key (it names {exc})")
+        raise RecipeError(str(ref.path), [issue]) from None
     except (HydraException, OmegaConfBaseException, ValueError) as exc:
         issue = composition_issue(exc)
         if issue.message.startswith("no such key"):
