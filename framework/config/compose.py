@@ -15,7 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from framework.config.recipe_policy import choice_issues, hydra_issues, outputs_issues, resolver_issues
+from framework.config.recipe_policy import (
+    choice_issues,
+    hydra_issues,
+    outputs_issues,
+    pack_overlap_issues,
+    resolver_issues,
+)
 from framework.errors import ConfigIssue, RecipeError, UserInputError
 from framework.paths import conf_dir, recipe_dirs, shipped_recipes_dir
 
@@ -113,10 +119,11 @@ def compose_with_hydra(ref: RecipeRef, overrides: list[str] | None = None) -> tu
             cfg = compose(
                 config_name=ref.name, overrides=[*chosen, ref.search_path_override()], return_hydra_config=True
             )
+            packs = _intents_per_pack(ref, chosen)
         hydra = OmegaConf.to_container(cfg.hydra, resolve=False)
         with open_dict(cfg):
             del cfg["hydra"]
-        _check_policy(ref, chosen, hydra, OmegaConf.to_container(cfg, resolve=False))
+        _check_policy(ref, chosen, hydra, OmegaConf.to_container(cfg, resolve=False), packs)
         container = OmegaConf.to_container(cfg, resolve=True)
     except KeyError as exc:  # Hydra copies hydra.job.env_copy's variables while composing, before any check
         issue = ConfigIssue("hydra.job.env_copy", f"a recipe cannot set this Hydra key (it names {exc})")
@@ -130,8 +137,26 @@ def compose_with_hydra(ref: RecipeRef, overrides: list[str] | None = None) -> tu
     return container, hydra
 
 
-def _check_policy(ref: RecipeRef, overrides: list[str], hydra: Any, unresolved: Any) -> None:
-    """Refuse ``hydra.*`` keys, resolvers and output paths that a recipe may not set, all at once."""
+def _intents_per_pack(ref: RecipeRef, overrides: list[str]) -> dict[str, list[str]]:
+    """``{pack: [intent, ...]}`` for every intent pack (``intents/NAME``) in the recipe's defaults list."""
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.types import RunMode
+
+    loader = GlobalHydra.instance().config_loader()
+    defaults = loader.compute_defaults_list(ref.name, [*overrides, ref.search_path_override()], RunMode.RUN)
+    packs: dict[str, list[str]] = {}
+    for item in defaults.defaults:
+        if (item.config_path or "").startswith("intents/") and item.package in ("", "_global_"):
+            loaded = loader.repository.load_config(item.config_path)  # type: ignore[attr-defined]
+            intents = loaded.config.get("intents") if loaded is not None else None
+            packs[item.config_path] = [str(name) for name in intents or {}]
+    return packs
+
+
+def _check_policy(
+    ref: RecipeRef, overrides: list[str], hydra: Any, unresolved: Any, packs: dict[str, list[str]]
+) -> None:
+    """Refuse ``hydra.*`` keys, resolvers, output paths and intents that two packs define, all at once."""
     choices = hydra["runtime"]["choices"]
     issues = choice_issues(choices)
     if not issues:
@@ -145,13 +170,13 @@ def _check_policy(ref: RecipeRef, overrides: list[str], hydra: Any, unresolved: 
             outputs = unresolved.get("paths", {}).get("outputs")
             issues += outputs_issues(outputs, reference["paths"]["outputs"], overrides)
     issues += resolver_issues(unresolved)
-    if issues:
-        raise RecipeError(
-            str(ref.path),
-            issues,
-            hint="A recipe is data: it cannot run code, read the environment or choose where files are written. "
-            "Remove these keys from the recipe (or the override that set them).",
-        )
+    hint = (
+        "A recipe is data: it cannot run code, read the environment or choose where files are written. "
+        "Remove these keys from the recipe (or the override that set them)."
+    )
+    overlaps = pack_overlap_issues(packs)
+    if issues or overlaps:
+        raise RecipeError(str(ref.path), issues + overlaps, hint=hint if issues else None)
 
 
 @functools.lru_cache(maxsize=8)

@@ -162,6 +162,24 @@ def outputs_issues(chosen: str, default: str, overrides: list[str]) -> list[Conf
     ]
 
 
+def pack_overlap_issues(packs: dict[str, list[str]]) -> list[ConfigIssue]:
+    """An intent defined by two intent packs, which Hydra would merge into one without a word."""
+    owners: dict[str, list[str]] = {}
+    for pack, intents in packs.items():
+        for intent in intents:
+            owners.setdefault(intent, []).append(pack)
+    return [
+        ConfigIssue(
+            f"intents.{intent}",
+            f"defined in more than one intent pack ({', '.join(found)}), which would merge them into one intent; "
+            "rename one of them, or keep it in one pack and extend it from the recipe (e.g. "
+            f"intents.{intent}.examples)",
+        )
+        for intent, found in owners.items()
+        if len(found) > 1
+    ]
+
+
 def _strings(node: Any, path: str) -> Iterator[tuple[str, str]]:
     if isinstance(node, dict):
         for key, value in node.items():

@@ -205,6 +205,16 @@ CASES = [
         "trainer.model: holds a password",
         overrides=("trainer.model='https://u:pw@host/model'",),
     ),
+    # two intent packs that define the same intent would be merged without a word
+    Case(
+        "same_intent_in_two_packs",
+        "intents.Extra: defined in more than one intent pack (intents/a, intents/b)",
+        files={
+            name: f"# @package _global_\nintents:\n  Extra:\n    templates: ['{name} {{{{ symbol }}}}']\n"
+            for name in ("intents/a.yaml", "intents/b.yaml")
+        },
+        defaults=("intents: [a, b]",),
+    ),
     # code by name
     Case("target_in_intent", "_target_", overrides=("+intents.FindCallers._target_=os.system",)),
     Case(
