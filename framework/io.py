@@ -309,30 +309,57 @@ def _holder_soon(final: Path, tries: int = 10) -> int | None:
     return None
 
 
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        named = os.stat(path)
+    except FileNotFoundError:
+        return False
+    opened = os.fstat(fd)
+    return (named.st_dev, named.st_ino) == (opened.st_dev, opened.st_ino)
+
+
+def _acquire(path: Path, on_wait: Callable[[], None]) -> int:
+    """Open ``path`` and ``flock`` it, calling ``on_wait()`` once if that means waiting for another process.
+
+    A holder removes the file before it lets go, so a lock won on a file no longer at ``path`` is given up and
+    taken again on the current one: two processes never both hold "the" lock.
+    """
+    waited = False
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if not waited:
+                    waited = True
+                    on_wait()
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            if _same_file(fd, path):
+                return fd
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
+
+
 @contextlib.contextmanager
 def stage_lock(final: Path, on_wait: Callable[[int | None], None] | None = None) -> Iterator[None]:
     """Hold an exclusive ``flock`` on ``<final>.lock``, with this process's pid written in it, for the block.
 
     When another process holds it, ``on_wait(its pid, or None if unknown)`` is called once and the call waits
     until the lock is free, however long that takes (Ctrl-C interrupts the wait). The OS releases the lock of a
-    process that dies, so a killed run never blocks the next. The file stays when released: deleting it would
-    let two processes lock two different files under one name.
+    process that dies, so a killed run never blocks the next (its file stays, naming a dead pid). On release
+    the file is removed, so the cache holds lock files only for stages being computed.
     """
     path = lock_path(final)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = _acquire(path, lambda: on_wait(_holder_soon(final)) if on_wait is not None else None)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            if on_wait is not None:
-                on_wait(_holder_soon(final))
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        os.ftruncate(fd, 0)
+        os.ftruncate(fd, 0)  # a killed holder's pid may be in it
         os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
-        try:
-            yield
-        finally:
-            os.ftruncate(fd, 0)
+        yield
     finally:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()  # still holding the lock: a waiter on this file then finds it gone and opens a new one
         os.close(fd)  # closing the descriptor releases the lock

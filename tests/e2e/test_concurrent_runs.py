@@ -86,7 +86,7 @@ def wait_for(condition: Callable[[], bool], what: str, timeout: float = 120) -> 
 
 def assert_published_stages_are_complete(cwd: Path, expected: dict[str, int]) -> None:
     """``expected``: stage -> how many fingerprints were published; each manifest is complete and names its dir;
-    no staging or failed output is left behind."""
+    no staging dir, failed output, resume dir or lock file is left behind."""
     cache = cwd / "outputs" / "cache"
     for stage, count in expected.items():
         manifests = sorted((cache / stage).glob("*/manifest.json"))
@@ -95,7 +95,7 @@ def assert_published_stages_are_complete(cwd: Path, expected: dict[str, int]) ->
             manifest = json.loads(path.read_text())
             assert manifest["status"] == "complete" and manifest["stage"] == stage
             assert manifest["fingerprint"] == path.parent.name
-        leftovers = [p.name for p in (cache / stage).iterdir() if ".staging-" in p.name or ".failed-" in p.name]
+        leftovers = [p.name for p in (cache / stage).iterdir() if not p.name.isalnum()]  # only <fingerprint>/ dirs
         assert not leftovers, f"{stage}: {leftovers}"
 
 
