@@ -35,6 +35,7 @@ from framework.io import (
     stage_lock,
 )
 from framework.progress import Progress
+from framework.redact import redact
 
 MANIFEST = "manifest.json"
 STOPPED = "stopped.json"
@@ -294,7 +295,7 @@ class Pipeline:
             "versions": library_versions(),
             **details,
         }
-        atomic_write_json(staging / MANIFEST, manifest)
+        atomic_write_json(staging / MANIFEST, redact(manifest))  # a secret pasted into the recipe stays out
         if resume.is_dir():  # the finished journal travels with the output it produced
             resume.rename(staging / "journal")
         publish_dir(staging, plan.directory)

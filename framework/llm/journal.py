@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from framework.errors import UserInputError
+from framework.redact import redact, secret_values
 
 
 class Journal:
@@ -36,6 +37,7 @@ class Journal:
         self.fsync_seconds = fsync_seconds
         self.dropped_torn_line = False
         self.records: dict[str, dict[str, Any]] = {}
+        self._secrets = secret_values()
         path.parent.mkdir(parents=True, exist_ok=True)
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
@@ -86,7 +88,8 @@ class Journal:
         return key in self.records
 
     def append(self, record: dict[str, Any]) -> None:
-        """Write one finished record (it must have a ``key``); fsync when the batch is due."""
+        """Write one finished record (it must have a ``key``), secrets redacted; fsync when the batch is due."""
+        record = redact(record, self._secrets)
         line = (json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
         view = memoryview(line)
         while view:  # os.write may write less than asked (rare for files): finish the line

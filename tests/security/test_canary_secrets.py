@@ -28,7 +28,8 @@ def test_canaries_appear_nowhere_after_a_good_a_failed_and_two_refused_runs(tmp_
     streams = []
     with LLMServer(Faults(latency=0.005, seed=7)) as server:
         base = llm_base_overrides(server.url)
-        args = ("run", "--until", "split", f"recipe={RECIPE}", *base, f"description={OVERRIDE_KEY}")
+        pasted = (f"description={OVERRIDE_KEY}", f"intents.FindCallers.description='callers {OVERRIDE_KEY}'")
+        args = ("run", "--until", "split", f"recipe={RECIPE}", *base, *pasted)
         good = run_cli(*args, cwd=tmp_path, env=env)
         assert good.returncode == 0, good.stderr
         server.set_faults(Faults(auth_error=True))  # the provider echoes the Authorization header in its 401
