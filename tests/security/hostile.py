@@ -7,7 +7,6 @@ execute nothing, write nothing outside the run's output directory, and finish wi
 from __future__ import annotations
 
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -17,6 +16,7 @@ from pathlib import Path
 
 TIME_LIMIT_S = 60.0
 MEMORY_LIMIT_MB = 1500.0
+MEASURE = Path(__file__).with_name("_measure.py")
 
 
 @dataclass(frozen=True)
@@ -33,44 +33,23 @@ class Outcome:
 def run_limited(
     *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = TIME_LIMIT_S, stdin: str = ""
 ) -> Outcome:
-    """Run ``python -m framework ARGS`` and measure its wall time and peak memory (killed at ``timeout``)."""
+    """Run ``python -m framework ARGS`` and measure its wall time and peak memory (killed at ``timeout``).
+
+    The CLI is started by ``_measure.py``, a small process of its own: a child forked straight from this test
+    process would report this process's memory (torch included) as its own peak.
+    """
     full_env = {**os.environ, "COLUMNS": "200", **(env or {})}
     started = time.monotonic()
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        child = subprocess.Popen(
-            [sys.executable, "-m", "framework", *args],
-            cwd=cwd,
-            env=full_env,
-            stdin=subprocess.PIPE,
-            stdout=out,
-            stderr=err,
-            text=True,
+    with tempfile.TemporaryDirectory() as scratch:
+        report = Path(scratch) / "report"
+        command = [sys.executable, str(MEASURE), str(timeout), str(report), sys.executable, "-m", "framework", *args]
+        done = subprocess.run(
+            command, cwd=cwd, env=full_env, input=stdin, capture_output=True, text=True, timeout=timeout + 30
         )
-        assert child.stdin is not None
-        child.stdin.write(stdin)
-        child.stdin.close()
-        status, usage = _wait_with_usage(child, timeout)
-        child.returncode = os.waitstatus_to_exitcode(status)
-        seconds = time.monotonic() - started
-        out.seek(0)
-        err.seek(0)
-        stdout, stderr = out.read(), err.read()
-    rss = usage.ru_maxrss / 1024
-    return Outcome(child.returncode, stdout, stderr, seconds, rss)
-
-
-def _wait_with_usage(child: subprocess.Popen, timeout: float) -> tuple[int, resource.struct_rusage]:
-    """Reap ``child`` (killing it at ``timeout``) and return its wait status and resource usage."""
-    deadline = time.monotonic() + timeout
-    while True:
-        pid, status, usage = os.wait4(child.pid, os.WNOHANG)
-        if pid:
-            return status, usage
-        if time.monotonic() > deadline:
-            child.kill()
-            _, status, usage = os.wait4(child.pid, 0)
-            return status, usage
-        time.sleep(0.02)
+        returncode, rss_kib = (int(part) for part in report.read_text().split())
+    seconds = time.monotonic() - started
+    assert done.returncode == 0, done.stderr
+    return Outcome(returncode, done.stdout, done.stderr, seconds, rss_kib / 1024)
 
 
 def snapshot(root: Path) -> set[str]:
