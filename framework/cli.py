@@ -131,8 +131,13 @@ def preflight(ref: RecipeRef, multirun: bool) -> ValidatedRecipe:
     jobs = sweep_jobs(list(ref.overrides)) if multirun else [list(ref.overrides)]
     if multirun and (swept := recipe_sweep(ref, jobs[0])):
         jobs = sweep_jobs([*swept, *ref.overrides])
+    if len(jobs) > MAX_PREFLIGHT_JOBS:
+        raise UserInputError(
+            f"this sweep makes {len(jobs)} jobs; intentcraft checks every job before any runs, and at most "
+            f"{MAX_PREFLIGHT_JOBS}. Split it into smaller sweeps (fewer values per key)."
+        )
     first: ValidatedRecipe | None = None
-    for job in jobs[:MAX_PREFLIGHT_JOBS]:
+    for job in jobs:
         try:
             recipe = load(ref, job)
         except RecipeError as exc:

@@ -18,7 +18,7 @@ from framework.io import atomic_write_json, atomic_write_text
 from framework.pipeline import Pipeline, StagePlan
 from framework.plugin_api import ReportContext
 from framework.progress import STDERR
-from framework.redact import redact, scrub
+from framework.redact import redact, scrub, secret_values
 from framework.stages import STAGES
 from framework.summary import print_run_summary
 
@@ -59,21 +59,35 @@ def _record_config(run_dir: Path, container: dict[str, Any], overrides: list[str
     atomic_write_text(run_dir / ".hydra" / "overrides.yaml", _yaml(redact(overrides)))
 
 
-class _ScrubSecrets(logging.Filter):
-    """Redacts secrets from every log record before a handler (the run log) writes it."""
+def _scrub_file(path: Path) -> None:
+    """Redact a file Hydra wrote itself (the sweeper's ``multirun.yaml`` holds the overrides verbatim)."""
+    if path.is_file() and not path.is_symlink():
+        text = path.read_text(encoding="utf-8")
+        if (cleaned := scrub(text)) != text:
+            atomic_write_text(path, cleaned)
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        cleaned = scrub(message)
+
+def scrub_log_records(secrets: list[str] | None = None) -> None:
+    """Redact secrets from every log record from now on, whichever logger or handler it goes to (Hydra
+    reconfigures handlers per job and logs each sweep job's overrides before any of them starts)."""
+    base = logging.getLogRecordFactory()
+    if getattr(base, "scrubs_secrets", False):
+        return
+    secrets = secret_values() if secrets is None else secrets
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = base(*args, **kwargs)
+        try:
+            message = record.getMessage()
+        except (TypeError, ValueError):  # a record whose arguments do not fit its format: left as it is
+            return record
+        cleaned = scrub(message, secrets)
         if cleaned != message:
             record.msg, record.args = cleaned, None
-        return True
+        return record
 
-
-def _scrub_logs() -> None:
-    for handler in logging.getLogger().handlers:
-        if not any(isinstance(f, _ScrubSecrets) for f in handler.filters):
-            handler.addFilter(_ScrubSecrets())
+    factory.scrubs_secrets = True  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(factory)
 
 
 def _report(pipeline: Pipeline, plans: list[StagePlan], run_dir: Path) -> Path | None:
@@ -143,8 +157,9 @@ def launch(ref: RecipeRef, multirun: bool, options: RunOptions, console: Console
         container = OmegaConf.to_container(cfg, resolve=True)
         assert isinstance(container, dict)
         hydra_cfg = HydraConfig.get()
-        _scrub_logs()
         _record_config(Path(hydra_cfg.runtime.output_dir), container, list(hydra_cfg.overrides.task))
+        if hydra_cfg.mode == RunMode.MULTIRUN:
+            _scrub_file(Path(hydra_cfg.sweep.dir) / "multirun.yaml")
         try:
             run_recipe(container, str(ref.path), Path(hydra_cfg.runtime.output_dir), options, console)
         except IntentcraftError as exc:
@@ -153,6 +168,7 @@ def launch(ref: RecipeRef, multirun: bool, options: RunOptions, console: Console
                 raise SystemExit(exc.exit_code) from None
             failures.append(exc.exit_code)
 
+    scrub_log_records()
     argv = ["intentcraft", *(["-m"] if multirun else []), *ref.overrides, ref.search_path_override(), *HYDRA_FORCED]
     saved, sys.argv = sys.argv, argv
     try:

@@ -295,7 +295,7 @@ class Pipeline:
             "versions": library_versions(),
             **details,
         }
-        atomic_write_json(staging / MANIFEST, redact(manifest))  # a secret pasted into the recipe stays out
+        atomic_write_json(staging / MANIFEST, redact(manifest, by_name=False))  # by value and shape only
         if resume.is_dir():  # the finished journal travels with the output it produced
             resume.rename(staging / "journal")
         publish_dir(staging, plan.directory)

@@ -39,15 +39,18 @@ SECRET_SHAPES = re.compile(
     """,
     re.VERBOSE,
 )
-URI_PASSWORD = re.compile(r"(?P<head>\b[a-z][a-z0-9+.-]*://[^/\s:@'\"]*:)(?P<secret>[^/\s@'\"]+)(?=@)", re.IGNORECASE)
-SECRET_QUERY = re.compile(
-    r"(?P<head>[?&;](?:api[_-]?key|apikey|key|token|access[_-]?token|auth|sig|signature|secret|password|pwd"
-    r"|x-amz-signature|x-amz-credential|x-goog-signature|code)=)(?P<secret>[^&#\s'\"]+)",
+# Bounded quantifiers throughout: these run on every string written, so none may take quadratic time.
+_URL = re.compile(r"\b[a-z][a-z0-9+.-]{0,31}://[^\s'\"<>]{1,8192}", re.IGNORECASE)
+_SECRET_PARAM = re.compile(
+    r"(?P<head>(?:^|[&;])(?:api[_-]?key|apikey|key|token|access[_-]?token|auth|sig|signature|secret|password|pwd"
+    r"|x-amz-signature|x-amz-credential|x-goog-signature|code)=)(?P<secret>[^&;#]+)",
     re.IGNORECASE,
 )
 _MASK = r"(?:[*•·…]{2,}|\.{3,}|x{4,})"  # how providers mask the rest of an echoed key
 
 KEY_ENV_ALLOW_VARIABLE = "INTENTCRAFT_KEY_ENV_ALLOW"
+API_BASE_ALLOW_VARIABLE = "INTENTCRAFT_API_BASE_ALLOW"
+_LOOPBACK = ("localhost", "127.*", "::1")
 DEFAULT_KEY_ENV_ALLOW = ("*_API_KEY",)
 
 
@@ -65,7 +68,26 @@ def secret_values(extra_names: list[str] | tuple[str, ...] = ()) -> list[str]:
 
 def _echoed_prefix(secret: str) -> re.Pattern[str]:
     """A pattern for the first 8+ characters of ``secret`` followed by a mask (``sk-abcd1234****``)."""
-    return re.compile(re.escape(secret[:_MIN_SECRET_LENGTH]) + r"[^\s*•·….]*" + _MASK)
+    return re.compile(re.escape(secret[:_MIN_SECRET_LENGTH]) + r"[^\s*•·….]{0,64}" + _MASK)
+
+
+def _url_parts(url: str) -> tuple[str, str, str, str]:
+    """``(scheme://, userinfo@ or '', the rest up to ?, query with its fragment)``, split without regexes."""
+    head, _, rest = url.partition("://")
+    authority_end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+    authority, rest = rest[:authority_end], rest[authority_end:]
+    userinfo, at, host = authority.rpartition("@")
+    path, mark, query = rest.partition("?")
+    return f"{head}://{userinfo}{at}", host + path, mark + query, userinfo
+
+
+def _redact_url(match: re.Match[str]) -> str:
+    prefix, middle, query, userinfo = _url_parts(match[0])
+    if ":" in userinfo:
+        prefix = prefix[: prefix.index("://") + 3] + userinfo.split(":", 1)[0] + ":" + REDACTED + "@"
+    if query:
+        query = "?" + _SECRET_PARAM.sub(lambda m: m["head"] + REDACTED, query[1:])
+    return prefix + middle + query
 
 
 def scrub(text: str, secrets: list[str] | None = None) -> str:
@@ -75,32 +97,37 @@ def scrub(text: str, secrets: list[str] | None = None) -> str:
         if len(secret) >= 2 * _MIN_SECRET_LENGTH:  # providers echo key prefixes before a mask
             text = _echoed_prefix(secret).sub(REDACTED, text)
     text = SECRET_SHAPES.sub(REDACTED, text)
-    text = URI_PASSWORD.sub(lambda m: m["head"] + REDACTED, text)
-    return SECRET_QUERY.sub(lambda m: m["head"] + REDACTED, text)
+    return _URL.sub(_redact_url, text) if "://" in text else text
 
 
-def redact(value: Any, secrets: list[str] | None = None) -> Any:
-    """A copy of ``value`` with secret-named keys' values replaced and every string scrubbed."""
+def redact(value: Any, secrets: list[str] | None = None, by_name: bool = True) -> Any:
+    """A copy of ``value`` with every string scrubbed and, with ``by_name``, the string values of secret-named
+    keys (``api_key``) replaced. Only strings are replaced by name: an intent called ``reset_password`` or a
+    rule called ``credentials`` keeps its mapping or its counts."""
     secrets = secret_values() if secrets is None else secrets
     if isinstance(value, dict):
         return {
-            k: REDACTED if SECRET_KEY.search(str(k)) and v not in (None, "") else redact(v, secrets)
+            k: REDACTED
+            if by_name and isinstance(v, str) and v and SECRET_KEY.search(str(k))
+            else redact(v, secrets, by_name)
             for k, v in value.items()
         }
     if isinstance(value, list | tuple):
-        return [redact(item, secrets) for item in value]
+        return [redact(item, secrets, by_name) for item in value]
     if isinstance(value, str):
         return scrub(value, secrets)
     return value
 
 
 def credentials_in(text: str) -> str | None:
-    """What kind of credential a URI or path string carries (``a password in user:pass@``), or ``None``."""
-    if URI_PASSWORD.search(text):
-        return "a password in its user:password@ part"
-    query = SECRET_QUERY.search(text)
-    if query:
-        return f"a credential in its query string ({query['head'][1:]}...)"
+    """What kind of credential a URI in ``text`` carries (``a password in user:pass@``), or ``None``."""
+    for match in _URL.finditer(text) if "://" in text else ():
+        _, _, query, userinfo = _url_parts(match[0])
+        if ":" in userinfo:
+            return "a password in its user:password@ part"
+        param = _SECRET_PARAM.search(query[1:])
+        if param:
+            return f"a credential in its query string ({param['head'].lstrip('&;')}...)"
     return None
 
 
@@ -113,3 +140,17 @@ def key_env_allowed() -> tuple[str, ...]:
 def key_env_permitted(name: str) -> bool:
     """Whether a recipe may read the variable ``name`` as an API key (``fnmatch`` against the allow patterns)."""
     return any(fnmatch.fnmatchcase(name, pattern) for pattern in key_env_allowed())
+
+
+def api_base_permitted(url: str) -> bool:
+    """Whether a recipe may send requests (and so an API key) to ``url``: a loopback host, or one matching the
+    user's ``$INTENTCRAFT_API_BASE_ALLOW`` (comma-separated host patterns)."""
+    from urllib.parse import urlsplit
+
+    try:
+        host = (urlsplit(url).hostname or "").lower()
+    except ValueError:
+        return False
+    extra = os.environ.get(API_BASE_ALLOW_VARIABLE, "")
+    patterns = _LOOPBACK + tuple(item.strip().lower() for item in extra.split(",") if item.strip())
+    return bool(host) and any(fnmatch.fnmatchcase(host, pattern) for pattern in patterns)

@@ -16,9 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from framework.config.recipe_policy import (
+    api_base_issues,
     choice_issues,
     hydra_issues,
     outputs_issues,
+    override_key_issue,
+    override_list_issues,
     pack_overlap_issues,
     resolver_issues,
 )
@@ -133,6 +136,8 @@ def compose_with_hydra(ref: RecipeRef, overrides: list[str] | None = None) -> tu
         if issue.message.startswith("no such key"):
             issue.message += _override_suggestion(ref, chosen, issue.path)
         raise RecipeError(str(ref.path), [issue], hint=composition_hint(exc)) from None
+    except (AttributeError, TypeError, RecursionError) as exc:  # Hydra/OmegaConf internals tripped by odd input
+        raise RecipeError(str(ref.path), [composition_issue(exc)], hint=composition_hint(exc)) from None
     assert isinstance(container, dict) and isinstance(hydra, dict)
     return container, hydra
 
@@ -167,9 +172,10 @@ def _check_policy(
             issues = [ConfigIssue("hydra/launcher", f"cannot compose the library defaults with it: {detail}")]
         else:
             issues = hydra_issues(hydra, reference["hydra"])
+            issues += override_list_issues(hydra, [*overrides, ref.search_path_override()])
             outputs = unresolved.get("paths", {}).get("outputs")
             issues += outputs_issues(outputs, reference["paths"]["outputs"], overrides)
-    issues += resolver_issues(unresolved)
+    issues += resolver_issues(unresolved) + api_base_issues(unresolved, overrides)
     hint = (
         "A recipe is data: it cannot run code, read the environment or choose where files are written. "
         "Remove these keys from the recipe (or the override that set them)."
@@ -205,10 +211,14 @@ def _check_override_syntax(ref: RecipeRef, overrides: list[str]) -> None:
     issues = []
     for override in overrides:
         try:
-            parser.parse_override(override)
+            parsed = parser.parse_override(override)
         except HydraException as exc:
             detail = str(exc).split(" See https://")[0].strip()
             issues.append(ConfigIssue(override, f"cannot parse this override: {detail}"))
+            continue
+        refused = override_key_issue(parsed)  # before Hydra acts on it (hydra.searchpath=[pkg://x] imports x)
+        if refused is not None:
+            raise RecipeError(str(ref.path), [refused], hint="Remove this override; see README, A recipe is data.")
     if issues:
         hint = (
             "Overrides look like key=value, +new.key=value or ~key; quote values with spaces, commas or brackets, "

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from framework.errors import ConfigIssue
-from framework.redact import credentials_in
+from framework.redact import API_BASE_ALLOW_VARIABLE, api_base_permitted, credentials_in
 
 # Hydra's own launchers and sweepers (and the well-kept plugins) a recipe may choose, with the settings it may
 # set on them: plain values only, never a path, a callback or a ``_target_``.
@@ -29,19 +29,29 @@ LAUNCHERS: dict[str, frozenset[str]] = {
     "joblib": frozenset({"n_jobs", "backend", "prefer", "require", "verbose", "timeout", "pre_dispatch", "batch_size"}),
 }
 SWEEPERS: dict[str, frozenset[str]] = {"basic": frozenset({"max_batch_size", "params"})}
-# Filled in by Hydra for every run; not the recipe's to set, and not compared.
-HYDRA_COMPUTED = frozenset({"runtime", "overrides", "job.config_name", "job.override_dirname", "job.id", "job.num"})
+# Filled in by Hydra for every composition, whatever the recipe says: not compared. (``overrides`` is Hydra's
+# too, but a recipe that pre-fills it injects overrides into every sweep job: ``override_list_issues``.)
+HYDRA_COMPUTED = frozenset(
+    {
+        "runtime.choices",
+        "runtime.config_sources",
+        "runtime.cwd",
+        "runtime.version",
+        "runtime.version_base",
+        "runtime.output_dir",
+        "job.config_name",
+        "job.override_dirname",
+        "overrides",
+    }
+)
+# ``hydra.*`` keys an override on the command line may name (checked again, with their values, once composed).
+OVERRIDABLE = ("hydra/launcher", "hydra/sweeper", "hydra.launcher.", "hydra.sweeper.params", "hydra.sweeper.max_batch")
 HYDRA_ALLOWED = (
     "hydra.sweeper.params, hydra.sweeper.max_batch_size, a launcher among "
     + ", ".join(f"hydra/launcher={name}" for name in LAUNCHERS)
     + " with its plain settings (hydra.launcher.n_jobs, ...), hydra.job.chdir: false"
 )
 _PROTECTED_PREFIXES = ("hydra", "paths")
-_HYDRA_FIX = (
-    "Remove it from the recipe (or the override). A recipe may set only "
-    + HYDRA_ALLOWED
-    + "; run and sweep directories always lie under paths.outputs."
-)
 
 
 def choice_issues(choices: dict[str, Any]) -> list[ConfigIssue]:
@@ -64,6 +74,35 @@ def hydra_issues(hydra: dict[str, Any], reference: dict[str, Any]) -> list[Confi
     choices = hydra["runtime"]["choices"]
     settings = {"launcher": LAUNCHERS[choices["hydra/launcher"]], "sweeper": SWEEPERS[choices["hydra/sweeper"]]}
     return list(_differences(hydra, reference, "", settings))
+
+
+def override_list_issues(hydra: dict[str, Any], given: list[str]) -> list[ConfigIssue]:
+    """``hydra.overrides`` must hold exactly the overrides given: anything more came from the recipe, and Hydra
+    would apply it to every job of a sweep."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(given)
+    expected = {
+        "hydra": [o.input_line for o in parsed if o.is_hydra_override()],
+        "task": [o.input_line for o in parsed if not o.is_hydra_override()],
+    }
+    found = hydra.get("overrides", {})
+    return [
+        ConfigIssue(f"hydra.overrides.{kind}", "a recipe cannot set this Hydra key")
+        for kind in ("hydra", "task")
+        if found.get(kind) != expected[kind]
+    ]
+
+
+def override_key_issue(override: Any) -> ConfigIssue | None:
+    """A parsed command-line override that names a ``hydra.*`` key (or package) a recipe may not set."""
+    key = override.key_or_group
+    package = override.package or ""
+    if package.split(".")[0] == "hydra" or package.startswith("hydra/"):
+        return ConfigIssue(override.input_line, "an override cannot place a config under hydra")
+    if override.is_hydra_override() and not key.startswith(OVERRIDABLE) and key != "hydra.job.chdir":
+        return ConfigIssue(key, f"a recipe cannot set this Hydra key; allowed: {HYDRA_ALLOWED}")
+    return None
 
 
 def _differences(node: Any, reference: Any, path: str, settings: dict[str, frozenset[str]]) -> Iterator[ConfigIssue]:
@@ -104,7 +143,7 @@ def sweep_param_issues(params: Any) -> Iterator[ConfigIssue]:
         return
     for key, value in params.items():
         name = str(key).lstrip("+~")
-        if name.split(".")[0].split("/")[0] in _PROTECTED_PREFIXES:
+        if "@" in name or name.split(".")[0].split("/")[0] in _PROTECTED_PREFIXES:
             yield ConfigIssue(
                 f"hydra.sweeper.params.{key}", "a sweep may vary recipe keys only, not hydra.* or paths.*"
             )
@@ -145,6 +184,38 @@ def credential_issues(container: Any) -> list[ConfigIssue]:
                 )
             )
     return issues
+
+
+def api_base_issues(container: Any, overrides: list[str], path: str = "") -> list[ConfigIssue]:
+    """An ``api_base`` set by a recipe gets the user's API key with every request: it must be a loopback
+    server, a host the user allows, or an address given on the command line."""
+    given = {o.lstrip("+~").split("=", 1)[0] for o in overrides}
+    issues = []
+    for where, value in _dotted(container, path):
+        if where.rsplit(".", 1)[-1] != "api_base" or not isinstance(value, str) or where in given:
+            continue
+        if not api_base_permitted(value):
+            issues.append(
+                ConfigIssue(
+                    where,
+                    "a recipe may point a model only at a loopback server or a host you allow, since your API key "
+                    f"goes with every request; pass the address on the command line ({where}=URL) or allow its "
+                    f"host with {API_BASE_ALLOW_VARIABLE}='host.example.com'",
+                    value,
+                    has_value=True,
+                )
+            )
+    return issues
+
+
+def _dotted(node: Any, path: str) -> Iterator[tuple[str, Any]]:
+    """``(a.b.0.c, value)`` for every leaf, in the dotted form overrides use."""
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else None
+    if items is None:
+        yield path, node
+        return
+    for key, value in items:
+        yield from _dotted(value, f"{path}.{key}" if path else str(key))
 
 
 def outputs_issues(chosen: str, default: str, overrides: list[str]) -> list[ConfigIssue]:

@@ -89,7 +89,7 @@ class Journal:
 
     def append(self, record: dict[str, Any]) -> None:
         """Write one finished record (it must have a ``key``), secrets redacted; fsync when the batch is due."""
-        record = redact(record, self._secrets)
+        record = redact(record, self._secrets, by_name=False)
         line = (json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
         view = memoryview(line)
         while view:  # os.write may write less than asked (rare for files): finish the line

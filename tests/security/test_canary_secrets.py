@@ -52,3 +52,16 @@ def test_canaries_appear_nowhere_after_a_good_a_failed_and_two_refused_runs(tmp_
         leaks = [name for name, text in written if canary in text]
         leaks += [f"stream of run {i}" for i, done in enumerate(streams) if canary in done.stdout + done.stderr]
         assert not leaks, f"{canary!r} found in {leaks}"
+
+
+def test_a_sweep_leaves_no_canary_in_hydras_multirun_yaml_or_any_job(tmp_path: Path) -> None:
+    """Hydra's sweeper writes multirun.yaml with the overrides verbatim; intentcraft redacts it."""
+    tiny = ASSETS / "recipes" / "tiny.yaml"
+    args = ("run", "-m", "--until", "generate", f"recipe={tiny}", f"description={OVERRIDE_KEY}")
+    done = run_cli(*args, "generate.samples_per_intent=10,12", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    written = _everything_written(tmp_path / "outputs")
+    assert any(name.endswith("multirun.yaml") for name, _ in written)
+    assert sum(name.endswith("overrides.yaml") for name, _ in written) == 2
+    leaks = [name for name, text in written if OVERRIDE_KEY in text or OVERRIDE_KEY[:12] in text]
+    assert not leaks and OVERRIDE_KEY not in done.stdout + done.stderr, leaks

@@ -32,6 +32,9 @@ class Case:
     files: dict[str, str] = field(default_factory=dict)
     defaults: tuple[str, ...] = ()
     llm: bool = False
+    multirun: bool = False
+    replace: tuple[tuple[str, str], ...] = ()
+    names_file: bool = True
 
 
 def _hydra(body: str) -> str:
@@ -131,6 +134,36 @@ CASES = [
           params: {description: '${oc.env:HOME}'}"""),
     ),
     Case("sweeper_target", "hydra.sweeper._target_", _hydra("sweeper: {_target_: os.system}")),
+    # Hydra applies a pre-filled hydra.overrides list to every job of a sweep
+    Case(
+        "overrides_list_in_recipe",
+        "hydra.overrides.hydra",
+        _hydra("""
+            overrides:
+              hydra: ["hydra/job_logging=evil", "+hydra.job.env_set.PYTHONPATH=ELSEWHERE"]"""),
+        files={"hydra/job_logging/evil.yaml": "version: 1\nformatters: {pwn: {'()': builtins.open, file: VICTIM}}\n"},
+        multirun=True,
+    ),
+    Case(
+        "task_overrides_in_recipe",
+        "hydra.overrides.task",
+        _hydra("overrides: {task: ['paths.outputs=ELSEWHERE']}"),
+        multirun=True,
+    ),
+    Case("runtime_in_recipe", "hydra.runtime.extra", _hydra("runtime: {extra: 1}")),
+    Case(
+        "sweep_param_package",
+        "hydra.sweeper.params.+generate@hydra.job_logging",
+        _hydra("sweeper: {params: {'+generate@hydra.job_logging': template}}"),
+        multirun=True,
+    ),
+    Case(
+        "sweep_too_large_to_check",
+        "this sweep makes 1990 jobs",
+        overrides=("generate.samples_per_intent=range(10,2000)",),
+        multirun=True,
+        names_file=False,
+    ),
     # the same through overrides
     Case("override_env_set", "hydra.job.env_set.PYTHONPATH", overrides=("+hydra.job.env_set.PYTHONPATH=ELSEWHERE",)),
     Case("override_run_dir", "hydra.run.dir", overrides=("hydra.run.dir=ELSEWHERE/run",)),
@@ -140,7 +173,13 @@ CASES = [
         overrides=("hydra.job_logging.handlers.file.filename=ELSEWHERE/x.log",),
     ),
     Case("override_callback", "hydra.callbacks.x", overrides=("+hydra.callbacks.x._target_=os.system",)),
-    Case("override_logging_choice", "hydra.job_logging", overrides=("hydra/job_logging=disabled",)),
+    Case("override_logging_choice", "hydra/job_logging", overrides=("hydra/job_logging=disabled",)),
+    Case("override_searchpath_pkg", "hydra.searchpath", overrides=("hydra.searchpath=[pkg://this]",)),
+    Case(
+        "override_package_under_hydra",
+        "an override cannot place a config under hydra",
+        overrides=("+generate@hydra.job_logging=template",),
+    ),
     # resolvers: the environment is never read by a recipe
     Case("oc_env_description", "description: reads an environment variable", 'description: "${oc.env:HOME}"\n'),
     Case(
@@ -194,6 +233,12 @@ CASES = [
         overrides=(f"{LLM_MODEL}.api_base='http://127.0.0.1:9/v1?key=abc123'",),
         llm=True,
     ),
+    Case(
+        "remote_api_base_in_recipe",
+        "models.0.api_base: a recipe may point a model only at a loopback server",
+        replace=(("http://127.0.0.1:9/v1", "https://collector.example.com/v1"),),
+        llm=True,
+    ),
     Case("literal_api_key", "api_key", overrides=(f"+{LLM_MODEL}.api_key=sk-literal-0123456789abcdef",), llm=True),
     Case(
         "token_in_source_url",
@@ -231,6 +276,8 @@ def _write_recipe(work: Path, case: Case, elsewhere: Path, victim: Path) -> Path
     (work / "tiny.yaml").write_text((ASSETS / "tiny.yaml").read_text())
     if case.defaults:
         base = base.replace("  - _self_", "".join(f"  - {d}\n" for d in case.defaults) + "  - _self_", 1)
+    for old, new in case.replace:
+        base = base.replace(old, new)
     text = base + "\n" + case.extra
     for relative, content in case.files.items():
         (work / relative).parent.mkdir(parents=True, exist_ok=True)
@@ -250,8 +297,9 @@ def test_hostile_recipe_is_refused_before_any_work(tmp_path: Path, case: Case) -
     recipe = _write_recipe(work, case, elsewhere, victim)
     overrides = [o.replace("ELSEWHERE", str(elsewhere)) for o in case.overrides]
     before = snapshot(tmp_path)
-    outcome = run_limited("run", f"recipe={recipe}", *overrides, cwd=work)
-    assert_refused(outcome, case.needle, "hostile.yaml")
+    outcome = run_limited("run", *(["-m"] if case.multirun else []), f"recipe={recipe}", *overrides, cwd=work)
+    assert_refused(outcome, case.needle, *(["hostile.yaml"] if case.names_file else []))
+    assert "Beautiful is better than ugly" not in outcome.stdout + outcome.stderr, "no module was imported"
     assert snapshot(tmp_path) == before, "nothing is written anywhere, outputs/ included"
     assert victim.read_text() == VICTIM_TEXT
 

@@ -76,6 +76,14 @@ def test_redact_by_key_name_and_value() -> None:
     }
 
 
+def test_secret_names_replace_strings_only() -> None:
+    """An intent or rule whose name looks secret keeps its spec or its counts (manifests stay readable)."""
+    recipe = {"intents": {"reset_password": {"templates": ["reset my password"]}}, "rejections": {"credentials": 3}}
+    assert redact(recipe, []) == recipe
+    manifest = {"password": "hunter2hunter2", "notes": f"saw {KEY}"}
+    assert redact(manifest, [], by_name=False) == {"password": "hunter2hunter2", "notes": f"saw {REDACTED}"}
+
+
 def test_secret_env_names_and_values(monkeypatch: pytest.MonkeyPatch) -> None:
     assert is_secret_env_name("AWS_SECRET_ACCESS_KEY") and is_secret_env_name("GH_TOKEN")
     assert not is_secret_env_name("PATH") and not is_secret_env_name("KEYBOARD_LAYOUT")
@@ -85,10 +93,23 @@ def test_secret_env_names_and_values(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "tok-0123456789" in values and "abc" not in values
 
 
+def test_redaction_stays_linear_on_long_strings() -> None:
+    """These patterns run on everything written: a megabyte of near-misses takes well under a second (a
+    quadratic pattern took 2.7 s on 40 kB and would take half an hour on this)."""
+    import time
+
+    for text in ("a." * 500_000, "x://" * 250_000, "http://" + "a" * 1_000_000, KEY[:8] * 125_000):
+        started = time.monotonic()
+        scrub(text, [KEY])
+        credentials_in(text)
+        assert time.monotonic() - started < 5.0, text[:20]
+
+
 def test_credentials_in_uris() -> None:
     assert credentials_in("https://u:p4ss@host/v1") == "a password in its user:password@ part"
     assert credentials_in("https://host/v1?token=abc") and credentials_in("s3://b/k?X-Amz-Signature=ab")
     assert credentials_in("https://u@host/v1") is None and credentials_in("http://127.0.0.1:8000/v1") is None
+    assert credentials_in("open the reset page ?code=1234 please") is None  # no URI: template text, not a secret
 
 
 def test_key_env_allow_list(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -99,10 +120,17 @@ def test_key_env_allow_list(monkeypatch: pytest.MonkeyPatch) -> None:
     assert key_env_permitted("HF_TOKEN") and key_env_permitted("MYCO_LLM") and not key_env_permitted("GITHUB_TOKEN")
 
 
-def test_the_run_log_filter_scrubs_formatted_records(monkeypatch: pytest.MonkeyPatch) -> None:
-    from framework.launch import _ScrubSecrets
+def test_log_records_are_scrubbed_whatever_the_handler() -> None:
+    from framework.launch import scrub_log_records
 
-    monkeypatch.setenv("CANARY_LOG_API_KEY", "canary-log-value-1234")
-    record = logging.LogRecord("x", logging.INFO, __file__, 1, "sent %s to %s", ("canary-log-value-1234", "host"), None)
-    assert _ScrubSecrets().filter(record)
-    assert record.getMessage() == f"sent {REDACTED} to host"
+    saved = logging.getLogRecordFactory()
+    try:
+        scrub_log_records(["canary-log-value-1234"])
+        scrub_log_records(["other"])  # installed once
+        make = logging.getLogRecordFactory()
+        record = make("x", logging.INFO, __file__, 1, "sent %s to %s", ("canary-log-value-1234", "host"), None)
+        assert record.getMessage() == f"sent {REDACTED} to host"
+        plain = make("x", logging.INFO, __file__, 1, "%d rows", (3,), None)
+        assert plain.getMessage() == "3 rows" and plain.args == (3,)
+    finally:
+        logging.setLogRecordFactory(saved)

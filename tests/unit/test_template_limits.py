@@ -68,6 +68,7 @@ HOSTILE = {
         "value-size limit",
     ),
     "sum_flattens": ("{{ ([[1] * 1000] * 100) | sum(start=[]) }}", "value-size limit"),
+    "tojson_indent": ("{{ [[[1]]] | tojson(indent=20000000) }}", "tojson indent limit of 16"),
     "rendered_length": ("{% for i in range(2000) %}0123456789{% endfor %}", "rendered-length limit of 10000"),
     "emitted_in_set_block": (
         "{% set x %}{% for i in range(100000) %}{{ 'y' * 1000 }}{% endfor %}{% endset %}{{ x | length }}",
@@ -88,6 +89,7 @@ HONEST = {
     "{% for i in range(100000) %}{% endfor %}{{ range(5) | sum }}": "10",
     "{{ 'a\nb' | indent(2, true) }} {{ 'a b c' | wordwrap(3) }}": "  a\n  b a b\nc",
     "{{ 'abc' | replace('b', 'xx') }} {{ 'ab' | truncate(10) }}": "axxc ab",
+    "{{ {'a': [1]} | tojson(indent=2) }}": '{\n  "a": [\n    1\n  ]\n}',
 }
 
 
@@ -165,3 +167,9 @@ def test_validate_names_the_template_key_and_the_limit() -> None:
         check_recipe(raw, str(TINY))
     text = caught.value.render()
     assert "intents.FindCallers.templates[1]: template exceeds the value-size limit of 100000" in text
+
+
+def test_bytes_are_out_of_reach() -> None:
+    """``str.encode`` would make bytes, which no size check on strings would see: the sandbox refuses it."""
+    with pytest.raises(jinja2.exceptions.SecurityError, match="encode"):
+        render("{{ ('a'.encode() * 200000000) | length }}")
