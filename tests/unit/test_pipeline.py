@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from framework.io import read_jsonl
-from framework.pipeline import Pipeline, StageRun, State, labelled_files
+from framework.pipeline import Pipeline, StageDef, StageRun, State, labelled_files
+from framework.registry import PluginSpec, plugin_namespace, validators
 from framework.stages import STAGES as ALL_STAGES
 from framework.staleness import explain
 from tests.conftest import REPO, TINY, load_recipe
@@ -74,23 +77,66 @@ def test_never_run_is_missing(tmp_path: Path) -> None:
     assert [p.state for p in plans] == [State.MISSING] * 3
 
 
-def test_plugin_code_change_makes_stage_stale(tmp_path: Path) -> None:
-    pipeline, _ = run(tmp_path)
-    manifest_path = pipeline.plan()[0].directory / "manifest.json"
-    recorded = json.loads(manifest_path.read_text())
-    plugin_id = next(iter(recorded["inputs"]["plugins"]))
-    recorded["inputs"]["plugins"][plugin_id] = "0" * 64
-    state = json.loads((tmp_path / "state" / "tiny.json").read_text())
-    fake = manifest_path.parent.with_name("f" * 20)
-    fake.mkdir()
-    (fake / "manifest.json").write_text(json.dumps(recorded))
-    state["generate"] = fake.name
-    (tmp_path / "state" / "tiny.json").write_text(json.dumps(state))
-    # The real directory still exists, so move it away to see the explanation.
-    manifest_path.parent.rename(manifest_path.parent.with_name("moved"))
-    plan = Pipeline(STAGES, load_recipe(TINY), tmp_path).plan()[0]
-    assert plan.state is State.STALE
-    assert plan.reason == f"plugin code of {plugin_id} changed"
+PLUGIN_SOURCE = '''
+from framework.registry import validators
+
+
+@validators.register("{name}")
+def {name}(rows, params, ctx):
+    """A throwaway validator: only its source matters here."""
+    return iter(())
+'''
+
+
+def register_plugin_file(path: Path, name: str) -> PluginSpec:
+    """Write a validator plugin module at ``path``, import it from there and return its registered spec."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(PLUGIN_SOURCE.format(name=name))
+    module_spec = importlib.util.spec_from_file_location(f"throwaway_{name}", path)
+    assert module_spec is not None and module_spec.loader is not None
+    with plugin_namespace("pytest"):
+        module_spec.loader.exec_module(importlib.util.module_from_spec(module_spec))
+    return validators.resolve(f"pytest.{name}.v1")
+
+
+def plugin_stage(name: str, spec: PluginSpec) -> StageDef:
+    """A stage with no upstream whose only plugin is ``spec``; it writes one file."""
+
+    def write(run_ctx: StageRun) -> dict:
+        (run_ctx.work_dir / "out.txt").write_text(name)
+        return {}
+
+    return StageDef(name, (), (), run=write, plugins=lambda recipe: [SimpleNamespace(spec=spec)])
+
+
+def test_editing_a_plugins_source_makes_its_stage_stale(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(validators, "_specs", dict(validators._specs))  # the throwaway plugins leave with the test
+    edited_file = tmp_path / "edited" / "plugin.py"
+    edited = register_plugin_file(edited_file, "throwaway_edited")
+    kept = register_plugin_file(tmp_path / "kept" / "plugin.py", "throwaway_kept")
+    stages = [plugin_stage("uses_edited", edited), plugin_stage("uses_kept", kept)]
+    recipe = load_recipe(TINY)
+    outputs = tmp_path / "outputs"
+    actions: dict[str, str] = {}
+    Pipeline(stages, recipe, outputs).run(lambda plan, action: actions.__setitem__(plan.stage.name, action))
+    assert actions == {"uses_edited": "ran", "uses_kept": "ran"}
+    before = Pipeline(stages, recipe, outputs).plan()
+    assert [p.state for p in before] == [State.CURRENT, State.CURRENT]
+
+    original = edited_file.read_text()
+    edited_file.write_text(original.replace("return iter(())", "return iter([])"))  # the module is not re-imported
+    after = Pipeline(stages, recipe, outputs).plan()
+    assert after[0].state is State.STALE
+    assert after[0].reason == "plugin code of pytest.throwaway_edited.v1 changed"
+    assert after[0].fingerprint != before[0].fingerprint
+    assert (after[1].state, after[1].fingerprint) == (State.CURRENT, before[1].fingerprint)
+
+    edited_file.write_text(original)  # the cache is content-addressed: the old source finds the old output
+    (edited_file.parent / "_helper.py").write_text("HELPER = 1\n")  # a private helper beside the module counts
+    helper = Pipeline(stages, recipe, outputs).plan()
+    assert helper[0].state is State.STALE and helper[0].reason == "plugin code of pytest.throwaway_edited.v1 changed"
+    (edited_file.parent / "_helper.py").unlink()
+    assert [p.state for p in Pipeline(stages, recipe, outputs).plan()] == [State.CURRENT, State.CURRENT]
 
 
 def train_plan(directory: Path, outputs: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
@@ -177,12 +223,13 @@ sys.path.insert(0, {repo!r})
 from tests.conftest import load_recipe, TINY
 from framework.pipeline import Pipeline
 from framework.stages import STAGES
-pipeline = Pipeline(STAGES[:3], load_recipe(TINY), Path({out!r}))
+pipeline = Pipeline(STAGES[:{count}], load_recipe(TINY), Path({out!r}))
 """
 
 
-def run_script(body: str, out: Path, hash_seed: str) -> str:
-    script = SCRIPT_PRELUDE.format(repo=str(REPO), out=str(out)) + body
+def run_script(body: str, out: Path, hash_seed: str, count: int = len(STAGES)) -> str:
+    """Run ``body`` after ``SCRIPT_PRELUDE`` (the first ``count`` stages) in a fresh interpreter; its stdout."""
+    script = SCRIPT_PRELUDE.format(repo=str(REPO), out=str(out), count=count) + body
     env = {"PYTHONHASHSEED": hash_seed, "PATH": "/usr/bin:/bin"}
     done = subprocess.run([sys.executable, "-c", script], cwd=out.parent, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
@@ -190,10 +237,14 @@ def run_script(body: str, out: Path, hash_seed: str) -> str:
 
 
 def test_fingerprints_are_stable_across_processes_and_hash_seeds(tmp_path: Path) -> None:
-    body = "print(json.dumps([p.fingerprint for p in pipeline.plan()]))"
-    results = {run_script(body, tmp_path, seed) for seed in ("0", "1", "12345")}
+    """Every stage's fingerprint, generate through bundle, is known before running and independent of hash seeds."""
+    body = "print(json.dumps({p.stage.name: p.fingerprint for p in pipeline.plan()}))"
+    results = {run_script(body, tmp_path, seed, count=len(ALL_STAGES)) for seed in ("0", "1", "12345")}
     assert len(results) == 1
-    in_process = [p.fingerprint for p in Pipeline(STAGES, load_recipe(TINY), tmp_path).plan()]
+    in_process = {p.stage.name: p.fingerprint for p in Pipeline(ALL_STAGES, load_recipe(TINY), tmp_path).plan()}
+    assert list(in_process) == [stage.name for stage in ALL_STAGES]
+    assert list(in_process)[3:] == ["train", "export", "calibrate", "evaluate", "bundle"]
+    assert len(set(in_process.values())) == len(ALL_STAGES)
     assert json.loads(results.pop()) == in_process
 
 
