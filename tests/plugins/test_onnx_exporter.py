@@ -47,3 +47,33 @@ def test_quantize_drops_only_the_preprocessing_advice(tmp_path: Path, caplog: py
     y = ort.InferenceSession(str(tmp_path / "int8.onnx")).run(None, {"x": x})[0]
     # quantized with the defaults (per-channel 7-bit weights, which no CPU's INT8 kernels overflow): the same product
     assert np.abs(y - x @ weight).max() < 0.05
+
+
+def quantized_weights(path: Path) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``(int8 weight, scale)`` of every MatMulInteger / DynamicQuantizeMatMul node in the ONNX file."""
+    graph = onnx.load(path).graph
+    initializers = {tensor.name: numpy_helper.to_array(tensor) for tensor in graph.initializer}
+    found = []
+    for node in graph.node:
+        if node.op_type == "DynamicQuantizeMatMul":  # inputs: A, B, b_scale, b_zero_point, bias
+            found.append((initializers[node.input[1]], initializers[node.input[2]]))
+        elif node.op_type == "MatMulInteger":  # the weight's scale multiplies the output: <w>_quantized, <w>_scale
+            weight = node.input[1]
+            found.append((initializers[weight], initializers[weight.removesuffix("_quantized") + "_scale"]))
+    return found
+
+
+def test_default_quantization_is_per_channel_with_7_bit_weights(tmp_path: Path) -> None:
+    weight = _matmul_model(tmp_path / "fp32.onnx")
+    params = OnnxParams()
+    assert params.per_channel and params.reduce_range
+    _quantize(tmp_path / "fp32.onnx", tmp_path / "int8.onnx", params)
+    [(quantized, scale)] = quantized_weights(tmp_path / "int8.onnx")
+    assert quantized.dtype == np.int8 and quantized.shape == weight.shape
+    # per channel: one scale per output column, each mapping that column's largest |w| to the 7-bit limit
+    assert scale.shape == (weight.shape[1],)
+    np.testing.assert_allclose(scale, np.abs(weight).max(axis=0) / 64, rtol=1e-6)
+    # onnxruntime's reduced INT8 range is [-64, 64]: u8 x s8 pairs summed in 16 bits stay below 2**15 (255*64*2)
+    assert quantized.min() >= -64 and quantized.max() <= 64
+    assert (np.abs(quantized).max(axis=0) == 64).all(), "every column uses its own full 7-bit range"
+    np.testing.assert_allclose(quantized * scale, weight, atol=float(scale.max()) / 2 + 1e-7)
