@@ -33,11 +33,19 @@ def test_training_without_an_eval_split_keeps_the_last_epoch(tiny_encoder: Path,
     assert (result.model_dir / "config.json").is_file() and (result.model_dir / "tokenizer.json").is_file()
 
 
-def test_params_reject_bad_values() -> None:
-    with pytest.raises(ValidationError):
-        EncoderParams(epochs=0)
-    with pytest.raises(ValidationError):
-        EncoderParams(precision="fp8")
+@pytest.mark.parametrize(
+    ("params", "loc", "words"),
+    [
+        ({"epochs": 0}, ("epochs",), "greater than or equal to 1"),
+        ({"precision": "fp8"}, ("precision",), "'auto', 'fp32', 'fp16' or 'bf16'"),
+    ],
+)
+def test_params_reject_bad_values(params: dict[str, object], loc: tuple[str, ...], words: str) -> None:
+    """Each bad value fails on its own field, for the stated reason (and on nothing else)."""
+    with pytest.raises(ValidationError) as caught:
+        EncoderParams(**params)
+    [error] = caught.value.errors()
+    assert error["loc"] == loc and words in error["msg"]
 
 
 def test_the_optimizer_is_torchs_fused_adamw_on_the_cpu(tiny_encoder: Path) -> None:

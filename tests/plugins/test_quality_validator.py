@@ -204,20 +204,23 @@ def test_index_skips_rows_without_tokens_and_ranks_unseen_tokens() -> None:
 
 
 @pytest.mark.parametrize(
-    "params",
+    ("params", "loc", "words"),
     [
-        {"near_duplicates": {"threshold": 0}},
-        {"near_duplicates": {"threshold": 1.5}},
-        {"near_duplicates": {"scope": "everything"}},
-        {"near_duplicates": {"method": "minhash"}},
-        {"min_words": 0},
-        {"max_token_repeat": 0},
-        {"parrot": True},
+        ({"near_duplicates": {"threshold": 0}}, ("near_duplicates", "threshold"), "greater than 0"),
+        ({"near_duplicates": {"threshold": 1.5}}, ("near_duplicates", "threshold"), "less than or equal to 1"),
+        ({"near_duplicates": {"scope": "everything"}}, ("near_duplicates", "scope"), "'intent' or 'all'"),
+        ({"near_duplicates": {"method": "minhash"}}, ("near_duplicates", "method"), "Extra inputs are not permitted"),
+        ({"min_words": 0}, ("min_words",), "greater than or equal to 1"),
+        ({"max_token_repeat": 0}, ("max_token_repeat",), "greater than 0"),
+        ({"parrot": True}, ("parrot",), "Extra inputs are not permitted"),
     ],
 )
-def test_params_validation(params: dict) -> None:
-    with pytest.raises(ValidationError):
+def test_params_validation(params: dict, loc: tuple[str, ...], words: str) -> None:
+    """Each bad value fails on its own field, for the stated reason (and on nothing else)."""
+    with pytest.raises(ValidationError) as caught:
         Params.model_validate(params)
+    [error] = caught.value.errors()
+    assert error["loc"] == loc and words in error["msg"]
 
 
 def test_repetitive_ignores_one_letter_tokens_from_regexes() -> None:

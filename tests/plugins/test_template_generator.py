@@ -229,20 +229,23 @@ def test_progress_advances_by_rows_produced(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "params",
+    ("params", "loc", "words"),
     [
-        {"eval_share": 1.0},
-        {"eval_share": 0},
-        {"max_attempts": 0},
-        {"augment": {"ratio": 0.3, "ops": []}},
-        {"augment": {"ops": ["shout"]}},
-        {"augment": {"max_ops": 6}},
-        {"unknown": 1},
+        ({"eval_share": 1.0}, ("eval_share",), "less than 1"),
+        ({"eval_share": 0}, ("eval_share",), "greater than 0"),
+        ({"max_attempts": 0}, ("max_attempts",), "greater than or equal to 1"),
+        ({"augment": {"ratio": 0.3, "ops": []}}, ("augment",), "ops must name at least one op when ratio > 0"),
+        ({"augment": {"ops": ["shout"]}}, ("augment", "ops", 0), "'typo', 'case', 'punct', 'drop' or 'swap'"),
+        ({"augment": {"max_ops": 6}}, ("augment", "max_ops"), "less than or equal to 5"),
+        ({"unknown": 1}, ("unknown",), "Extra inputs are not permitted"),
     ],
 )
-def test_bad_params_are_rejected(params: dict[str, Any]) -> None:
-    with pytest.raises(ValidationError):
+def test_bad_params_are_rejected(params: dict[str, Any], loc: tuple[str | int, ...], words: str) -> None:
+    """Each bad value fails on its own field, for the stated reason (and on nothing else)."""
+    with pytest.raises(ValidationError) as caught:
         TemplateParams(**params)
+    [error] = caught.value.errors()
+    assert error["loc"] == loc and words in error["msg"]
 
 
 def test_params_defaults() -> None:
