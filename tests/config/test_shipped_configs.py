@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from omegaconf import OmegaConf
 
 from framework.config.compose import available_recipes
 from tests.conftest import ASSETS, REPO, load_recipe
@@ -51,11 +54,45 @@ def test_default_recipe_is_code_search_with_eight_intents_and_1000_rows() -> Non
     assert recipe.config.fallback_intent == "Ambiguous"
 
 
+def leaves(node: Any, prefix: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], Any]]:
+    """``(key path, value)`` of every non-mapping value under ``node``."""
+    if isinstance(node, dict) and node:
+        for key, value in node.items():
+            yield from leaves(value, (*prefix, str(key)))
+    else:
+        yield prefix, node
+
+
+def lookup(node: Any, path: tuple[str, ...]) -> Any:
+    """The value at ``path`` under ``node``."""
+    for key in path:
+        node = node[key]
+    return node
+
+
 @pytest.mark.parametrize(("group", "option"), GROUP_OPTIONS, ids=[f"{g}={o}" for g, o in GROUP_OPTIONS])
-def test_every_conf_group_option_composes(group: str, option: str) -> None:
+def test_every_conf_group_option_composes(group: str, option: str, tmp_path: Path) -> None:
+    """Each option composes, and the recipe carries its values wherever the recipe does not set the key itself."""
+    # tiny with a row count no option uses, so debug's (a global package applied after the recipe) shows
+    source = (ASSETS / "recipes" / "tiny.yaml").read_text()
+    assert "  samples_per_intent: 40\n" in source
+    path = tmp_path / "tiny.yaml"
+    path.write_text(source.replace("  samples_per_intent: 40\n", "  samples_per_intent: 7\n"))
+    own = {key for key, _ in leaves(OmegaConf.to_container(OmegaConf.load(path)))}
+    option_file = REPO / "conf" / group / f"{option}.yaml"
+    values = OmegaConf.to_container(OmegaConf.load(option_file))
+    is_global = "# @package _global_" in option_file.read_text()
     override = f"+{group}={option}" if group == "debug" else f"{group}={option}"
-    recipe = load_recipe(ASSETS / "recipes" / "tiny.yaml", override)
-    assert recipe.name == "tiny"
+    recipe = load_recipe(path, override)
+    expected = {
+        key if is_global else (group, *key): value
+        for key, value in leaves(values)
+        if is_global or (group, *key) not in own
+    }
+    assert expected, f"{group}={option} sets nothing the test can see"
+    assert {key: lookup(recipe.raw, key) for key in expected} == expected
+    if group == "generate":
+        assert set(recipe.raw["generate"]["generators"]) == set(values["generators"]), "the option swaps generators"
 
 
 def test_debug_config_shrinks_the_run() -> None:
