@@ -19,6 +19,7 @@ from framework.llm.openai_http import OpenAICompatibleTransport, wire_model
 from framework.llm.records import Queries
 from framework.llm.requests import LLMRequest, request
 from framework.llm.roulette import ModelRoulette, ModelSpec
+from framework.redact import REDACTED
 from tests.assets.llm_server import Faults, LLMServer
 
 KEY_ENV = "INTENTCRAFT_TEST_DIRECT_KEY"
@@ -165,23 +166,68 @@ def ask(payload: Any) -> Any:
 
 
 def test_dispatch_through_a_storm_with_the_direct_transport() -> None:
-    """429s, 5xx, empty and malformed answers at concurrency 8: every record ends as rows or an error record, the
-    limit holds on both sides, secrets never reach an outcome, and the session is closed at the end."""
+    """429s, 5xx, empty and malformed answers at concurrency 8, and a second model whose server answers 401
+    echoing the key: every record ends as rows or an error record, the limit holds on both sides, the echoed key
+    never reaches an outcome, and the session is closed at the end."""
     faults = Faults(rate_limit=0.2, retry_after=0, server_error=0.1, empty=0.05, malformed=0.05, latency=0.01)
     settings = DispatchSettings(concurrency=8, timeout=2.0, max_attempts=4, backoff_base=0.01, backoff_max=0.02)
-    records = [TaskRecord(f"r{i}", "openai/fake-a", 3) for i in range(120)]
+    records = [TaskRecord(f"r{i}", "openai/fake-b" if i % 4 == 0 else "openai/fake-a", 3) for i in range(120)]
     outcomes: list[TaskOutcome] = []
-    with LLMServer(faults) as server:
-        dispatcher = Dispatcher(ModelRoulette([spec(server.url)]), settings, [KEY])
+    with LLMServer(faults) as server, LLMServer(Faults(auth_error=True)) as echoing:
+        # No model ever rests, so each fake-b record meets the echoing server once (a 401 is not retried there).
+        roulette = ModelRoulette([spec(server.url), spec(echoing.url, "openai/fake-b")], failures_to_rotate=10**6)
+        dispatcher = Dispatcher(roulette, settings, [KEY])
         asyncio.run(dispatcher.run(records, ask, outcomes.append))
-        server_stats = server.stats
+        server_stats, echo_stats = server.stats, echoing.stats
     assert sorted(o.key for o in outcomes) == sorted(r.key for r in records)
     ok = [o for o in outcomes if o.error is None]
     assert len(ok) >= 100 and all(len(o.rows) == 3 for o in ok)
     assert dispatcher.stats.retries > 0 and dispatcher.stats.max_in_flight <= 8
-    assert server_stats.max_in_flight <= 8 and server_stats.requests == dispatcher.stats.requests
-    assert KEY not in json.dumps([o.steps for o in outcomes])
+    assert server_stats.max_in_flight <= 8 and echo_stats.max_in_flight <= 8
+    assert server_stats.requests + echo_stats.requests == dispatcher.stats.requests
+    assert echo_stats.by_outcome == {"auth_error": 30} and dispatcher.stats.failures["auth"] == 30
+    kept = json.dumps([(o.steps, o.error) for o in outcomes])
+    auth = [a for o in outcomes for a in failed_attempts(o) if a["kind"] == "auth"]
+    assert len(auth) == 30  # every echoing 401 is recorded, and none with the key
+    assert all(a["message"] == f"HTTP 401: Incorrect API key provided: Bearer {REDACTED}" for a in auth)
+    assert KEY not in kept and KEY[:12] not in kept
     assert dispatcher._http._session is None  # closed
+
+
+def failed_attempts(outcome: TaskOutcome) -> list[dict[str, Any]]:
+    """Every failed attempt an outcome recorded, on its failed steps and on the steps answered after retries."""
+    return [
+        attempt
+        for step in outcome.steps
+        for attempt in [*step.get("failed_attempts", []), *step.get("response", {}).get("failed_attempts", [])]
+    ]
+
+
+@pytest.mark.parametrize("key", [KEY, "plain-direct-canary-7f3a9c2e51b04d68"])
+def test_a_401_that_echoes_the_key_is_kept_redacted_and_still_says_what_happened(
+    key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server that answers 401 with the Authorization header in its message: the record fails as ``auth``
+    after one attempt, its error and steps say HTTP 401 and the server's words, and the key appears nowhere. The
+    second key has no known key shape, so only the dispatcher's list of secrets can catch it."""
+    monkeypatch.setenv(KEY_ENV, key)
+    settings = DispatchSettings(concurrency=2, timeout=2.0, max_attempts=3, backoff_base=0.01)
+    records = [TaskRecord(f"r{i}", "openai/fake-a", 2) for i in range(3)]
+    outcomes: list[TaskOutcome] = []
+    with LLMServer(Faults(auth_error=True)) as server:
+        dispatcher = Dispatcher(ModelRoulette([spec(server.url)]), settings, [key])
+        asyncio.run(dispatcher.run(records, ask, outcomes.append))
+        stats = server.stats
+    assert stats.by_outcome == {"auth_error": 3}  # not retried: a bad key stays bad
+    said = f"HTTP 401: Incorrect API key provided: Bearer {REDACTED}"
+    for outcome in outcomes:
+        assert outcome.rows is None and outcome.error is not None
+        assert outcome.error == {"type": "auth", "message": f"1 attempt(s) failed; last: {said}"}
+        [step] = outcome.steps
+        assert step["error"] == {"type": "auth", "message": said}
+        assert [a["message"] for a in step["failed_attempts"]] == [said]
+    kept = json.dumps([(o.steps, o.error, o.model) for o in outcomes]) + repr(dispatcher.stats)
+    assert key not in kept and key[:12] not in kept
 
 
 def test_proxies_come_from_the_environment_once_per_server(monkeypatch: pytest.MonkeyPatch) -> None:
