@@ -50,14 +50,54 @@ def test_bundle_json_lists_the_graph_inputs_segment_ids_included_for_bert(built:
     assert read_json(bundle / "bundle.json")["inputs"] == graph == ["input_ids", "attention_mask", "token_type_ids"]
 
 
+def raw_logits(bundle: Path, text: str) -> np.ndarray:
+    """The bundle's model.onnx run directly with onnxruntime on one unpadded text, as float64 logits."""
+    import onnxruntime as ort
+    from tokenizers import Tokenizer
+
+    manifest = read_json(bundle / "bundle.json")
+    tokenizer = Tokenizer.from_file(str(bundle / "tokenizer.json"))
+    tokenizer.no_padding()
+    tokenizer.enable_truncation(manifest["max_length"])
+    ids = np.array([tokenizer.encode(text).ids], dtype=np.int64)
+    feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+    session = ort.InferenceSession(str(bundle / "model.onnx"), providers=["CPUExecutionProvider"])
+    return session.run(None, {name: feeds[name] for name in manifest["inputs"]})[0][0].astype(np.float64)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Softmax of one vector."""
+    exp = np.exp(logits - logits.max())
+    return exp / exp.sum()
+
+
 def test_router_loads_the_bundle_and_routes_with_calibrated_confidence(built: Pipeline) -> None:
-    router = Router.load(bundle_dir(built))
-    results = router.predict(["who calls parse_config", "where is UserService defined", ""])
-    assert len(results) == 3
-    for result in results[:2]:
-        assert result.predicted in router.labels and 0.0 < result.confidence <= 1.0
-        assert result.decision in ("accept", "abstain")
-    assert results[2].decision == "abstain" and results[2].reason == "empty text"
+    """Each confidence is softmax(logits / T) of the raw model with the bundle's T; thresholds decide the rest."""
+    bundle = bundle_dir(built)
+    calibration = read_json(bundle / "calibration.json")
+    labels = read_json(bundle / "labels.json")["labels"]
+    temperature = calibration["temperature"]
+    texts = ["who calls parse_config", "where is UserService defined", "help me please"]
+    router = Router.load(bundle)
+    results = router.predict([*texts, ""])
+    assert len(results) == 4
+    uncalibrated_gap = 0.0
+    for text, result in zip(texts, results[:3], strict=True):
+        logits = raw_logits(bundle, text)
+        expected = softmax(logits / temperature)
+        best = int(np.argmax(expected))
+        assert result.predicted == labels[best], text
+        assert abs(result.confidence - expected[best]) <= 1e-5, (text, result.confidence, expected[best])
+        for label, probability in result.runners_up:
+            assert abs(probability - expected[labels.index(label)]) <= 1e-5, (text, label)
+        assert [label for label, _ in result.runners_up] == [labels[j] for j in np.argsort(-expected)[1:3]]
+        uncalibrated_gap = max(uncalibrated_gap, abs(result.confidence - softmax(logits)[best]))
+        threshold = calibration["thresholds"].get(labels[best], calibration["global_threshold"])
+        accepted = labels[best] != calibration["fallback_intent"] and expected[best] >= threshold
+        assert result.decision == ("accept" if accepted else "abstain"), (text, result)
+        assert result.intent == (labels[best] if accepted else calibration["fallback_intent"])
+    assert uncalibrated_gap > 1e-3, f"T={temperature} leaves the probabilities as they were: the check proves nothing"
+    assert results[3].decision == "abstain" and results[3].reason == "empty text"
 
 
 def test_manifests_record_training_export_calibration_and_synthetic_evaluation(built: Pipeline) -> None:
@@ -162,21 +202,45 @@ def test_cli_run_then_predict(tmp_path: Path, tiny_encoder: Path) -> None:
     assert "bundle:" in done.stdout and "Model" in done.stdout
     run_dir = next((tmp_path / "outputs" / "runs" / "tiny").iterdir())
     assert (run_dir / "report.md").is_file() and (run_dir / "bundle").is_dir()
-    predicted = run_cli("predict", str(run_dir / "bundle"), "who calls parse_config", cwd=tmp_path)
+    bundle = run_dir / "bundle"
+    expected = Router.load(bundle).predict(["who calls parse_config", "help", "who calls main"])
+    predicted = run_cli("predict", str(bundle), "who calls parse_config", cwd=tmp_path)
     assert predicted.returncode == 0, predicted.stderr
-    assert any(label in predicted.stdout for label in ("FindCallers", "SymbolQuery", "Ambiguous"))
-    lines = run_cli("predict", str(run_dir / "bundle"), "--input", "-", cwd=tmp_path, stdin="help\nwho calls main\n")
+    rows = [line.split(maxsplit=1) for line in predicted.stdout.splitlines()]
+    summary = {row[0]: row[1].strip() for row in rows if len(row) == 2}
+    first = expected[0]
+    assert summary["intent"] == first.intent
+    assert summary["decision"].split()[0] == first.decision
+    assert summary["predicted"] == f"{first.predicted} (calibrated confidence {first.confidence:.3f})"
+    lines = run_cli("predict", str(bundle), "--input", "-", cwd=tmp_path, stdin="help\nwho calls main\n")
     assert lines.returncode == 0, lines.stderr
     rows = [json.loads(line) for line in lines.stdout.splitlines() if line.strip()]
-    assert len(rows) == 2 and all(r["decision"] in ("accept", "abstain") for r in rows)
+    assert len(rows) == 2
+    for row, result in zip(rows, expected[1:], strict=True):
+        want = result.to_dict()
+        assert set(row) == set(want)
+        assert {k: row[k] for k in ("text", "intent", "predicted", "decision", "reason", "error")} == {
+            k: want[k] for k in ("text", "intent", "predicted", "decision", "reason", "error")
+        }
+        assert row["confidence"] == pytest.approx(want["confidence"], abs=1e-6)
+        assert [label for label, _ in row["runners_up"]] == [label for label, _ in want["runners_up"]]
+        assert [p for _, p in row["runners_up"]] == pytest.approx([p for _, p in want["runners_up"]], abs=1e-6)
 
 
 def test_training_is_deterministic_on_cpu(tmp_path: Path, tiny_encoder: Path) -> None:
     first = build(tmp_path / "a", tiny_encoder, "calibrate.max_ece=null")
     second = build(tmp_path / "b", tiny_encoder, "calibrate.max_ece=null")
-    history = [read_json(p.directory / "training.json")["history"] for p in (first.plan()[3], second.plan()[3])]
-    losses = [[h["loss"] for h in run] for run in history]
+    training = [
+        read_json(next(p.directory for p in run.plan() if p.stage.name == "train") / "training.json")
+        for run in (first, second)
+    ]
+    for metrics in training:
+        assert metrics["epochs_run"] >= 1, metrics
+        assert [h["epoch"] for h in metrics["history"]] == list(range(1, metrics["epochs_run"] + 1)), metrics
+    assert training[0]["epochs_run"] == training[1]["epochs_run"]
+    losses = [[h["loss"] for h in metrics["history"]] for metrics in training]
     assert np.allclose(losses[0], losses[1], rtol=0, atol=1e-6)
+    assert [h["eval_accuracy"] for h in training[0]["history"]] == [h["eval_accuracy"] for h in training[1]["history"]]
 
 
 @pytest.mark.slow

@@ -8,7 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.runtime.tiny_bundle import FALLBACK, LABELS
+import numpy as np
+
+from tests.runtime.tiny_bundle import FALLBACK, LABELS, BundleFactory, default_calibration, keyword_model
 
 FIELDS = {"text", "intent", "predicted", "confidence", "decision", "reason", "runners_up", "error"}
 
@@ -27,16 +29,47 @@ def cli(*args: str, cwd: Path, stdin: str | None = None) -> subprocess.Completed
     )
 
 
-def test_predict_one_text_prints_intent_and_decision(bundle: Path, tmp_path: Path) -> None:
-    done = cli("predict", str(bundle), "who calls authenticate_user", cwd=tmp_path)
-    assert done.returncode == 0, done.stderr
-    assert "who calls authenticate_user" in done.stdout
-    for word in ("intent", "decision", "predicted", "calibrated confidence", "runners-up"):
-        assert word in done.stdout
-    assert "accept" in done.stdout or f"abstain to the fallback intent {FALLBACK}" in done.stdout
-    abstained = cli("predict", str(bundle), "   ", cwd=tmp_path)
+def test_predict_one_text_prints_intent_and_decision(make_bundle: BundleFactory, tmp_path: Path) -> None:
+    """A text with the keyword is accepted as FindCallers; one without it abstains below SymbolQuery's threshold."""
+    model = keyword_model(tmp_path / "keyword.onnx", "calls", "FindCallers", bias=[0.0, 0.0, 1.0, 0.0])
+    thresholds = {"FindCallers": 0.5, "TextSearch": 0.5, "SymbolQuery": 0.5}
+    bundle = make_bundle(model=model, calibration=default_calibration(thresholds=thresholds))
+    accepted = cli("predict", str(bundle), "who calls authenticate_user", cwd=tmp_path)
+    assert accepted.returncode == 0, accepted.stderr
+    assert summary(accepted.stdout) == {
+        "text": "who calls authenticate_user",
+        "intent": "FindCallers",
+        "decision": "accept",
+        "predicted": "FindCallers (calibrated confidence 1.000)",
+        "runners-up": "SymbolQuery 0.000, TextSearch 0.000",
+    }
+    help_probabilities = np.exp(np.array([0.0, 0.0, 1.0, 0.0]) / 1.5)  # logits = bias without the keyword, T = 1.5
+    help_probabilities /= help_probabilities.sum()
+    confidence = help_probabilities[2]
+    abstained = cli("predict", str(bundle), "help", cwd=tmp_path)
     assert abstained.returncode == 0, abstained.stderr
-    assert f"abstain to the fallback intent {FALLBACK}" in abstained.stdout and "empty text" in abstained.stdout
+    assert summary(abstained.stdout) == {
+        "text": "help",
+        "intent": FALLBACK,
+        "decision": f"abstain to the fallback intent {FALLBACK}",
+        "reason": f"below the threshold of SymbolQuery ({confidence:.4f} < 0.5000)",
+        "predicted": f"SymbolQuery (calibrated confidence {confidence:.3f})",
+        "runners-up": f"FindCallers {help_probabilities[0]:.3f}, TextSearch {help_probabilities[1]:.3f}",
+    }
+    empty = cli("predict", str(bundle), "   ", cwd=tmp_path)
+    assert empty.returncode == 0, empty.stderr
+    assert summary(empty.stdout) == {
+        "text": "",
+        "intent": FALLBACK,
+        "decision": f"abstain to the fallback intent {FALLBACK}",
+        "reason": "empty text",
+    }
+
+
+def summary(stdout: str) -> dict[str, str]:
+    """The rows of ``predict``'s one-text summary: the first word of each line, then the rest."""
+    rows = [line.strip().split(maxsplit=1) for line in stdout.splitlines() if line.strip()]
+    return {row[0]: row[1] if len(row) > 1 else "" for row in rows}
 
 
 def test_predict_reads_stdin_and_writes_json_lines(bundle: Path, tmp_path: Path) -> None:

@@ -34,8 +34,12 @@ BundleFactory = Callable[..., Path]
 """``make_bundle(name="bundle", int8=False, calibration=None, labels=None, model=None)`` -> bundle dir."""
 
 
-def tiny_model(bias: list[float] | None = None, seed: int = 0) -> onnx.ModelProto:
-    """Embedding -> MatMul + Tanh per token -> masked mean over the sequence -> MatMul + Add -> logits."""
+def tiny_model(
+    bias: list[float] | None = None, seed: int = 0, weights: dict[str, np.ndarray] | None = None
+) -> onnx.ModelProto:
+    """Embedding -> MatMul + Tanh per token -> masked mean over the sequence -> MatMul + Add -> logits.
+
+    The weights are seeded random ones; ``weights`` replaces any of them by name (embedding, w1, b1, w2, b2)."""
     rng = np.random.default_rng(seed)
     weights = {
         "embedding": rng.normal(0, 1, (VOCAB, EMBED)),
@@ -43,6 +47,7 @@ def tiny_model(bias: list[float] | None = None, seed: int = 0) -> onnx.ModelProt
         "b1": rng.normal(0, 0.1, HIDDEN),
         "w2": rng.normal(0, 2.0, (HIDDEN, len(LABELS))),
         "b2": np.asarray(bias if bias is not None else np.zeros(len(LABELS))),
+        **(weights or {}),
     }
     initializers = [numpy_helper.from_array(v.astype(np.float32), k) for k, v in weights.items()]
     initializers += [numpy_helper.from_array(np.asarray(v, np.int64), k) for k, v in (("ax1", [1]), ("ax2", [2]))]
@@ -84,6 +89,23 @@ def write_model(path: Path, int8: bool = False, bias: list[float] | None = None)
     onnx.save(tiny_model(bias), float_path)
     quantize_dynamic(float_path, path, weight_type=QuantType.QInt8)
     float_path.unlink()
+    return path
+
+
+def keyword_model(path: Path, keyword: str, label: str, bias: list[float], weight: float = 300.0) -> Path:
+    """A float model whose logits are exactly ``bias`` for a text without the token ``keyword``, and ``bias`` plus
+    about ``weight * count / tokens`` for ``label`` for a text with it (``count`` times among ``tokens``, [CLS] and
+    [SEP] included): so which texts go where is known by construction."""
+    from tokenizers import Tokenizer
+
+    token = Tokenizer.from_file(str(tokenizer_path())).token_to_id(keyword)
+    assert token is not None, f"{keyword!r} is not one token of the tokenizer"
+    embedding = np.zeros((VOCAB, EMBED))
+    embedding[token, 0] = 10.0  # tanh(10) = 1 - 4e-9: hidden unit 0 is on for the keyword, every unit off elsewhere
+    w2 = np.zeros((HIDDEN, len(LABELS)))
+    w2[0, LABELS.index(label)] = weight
+    weights = {"embedding": embedding, "w1": np.eye(EMBED, HIDDEN), "b1": np.zeros(HIDDEN), "w2": w2}
+    onnx.save(tiny_model(bias, weights=weights), path)
     return path
 
 
