@@ -42,6 +42,17 @@ def tiny_model_overrides(model: Path) -> tuple[str, ...]:
     )
 
 
+def assert_route_row(row: dict, result: object) -> None:
+    """A JSON line of ``intentcraft predict`` says what ``Router.predict`` gives for the same text."""
+    want = result.to_dict()  # type: ignore[attr-defined]
+    assert set(row) == set(want)
+    exact = ("text", "intent", "predicted", "decision", "reason", "error")
+    assert {k: row[k] for k in exact} == {k: want[k] for k in exact}
+    assert row["confidence"] == pytest.approx(want["confidence"], abs=1e-6)
+    assert [label for label, _ in row["runners_up"]] == [label for label, _ in want["runners_up"]]
+    assert [p for _, p in row["runners_up"]] == pytest.approx([p for _, p in want["runners_up"]], abs=1e-6)
+
+
 def llm_base_overrides(url: str) -> tuple[str, ...]:
     """Point both models of ``tests/assets/recipes/tiny_llm.yaml`` at the loopback server at ``url``."""
     return tuple(f"generate.generators.llm.models.{index}.api_base={url}" for index in range(2))

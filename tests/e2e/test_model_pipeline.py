@@ -15,7 +15,7 @@ from framework.plugin_api import ExportContext, ExportResult
 from framework.registry import PluginParams, exporters, plugin_namespace
 from framework.runtime import BundleError, Router, verify_bundle
 from framework.stages import STAGES
-from tests.conftest import TINY, load_recipe, run_cli, tiny_model_overrides
+from tests.conftest import TINY, assert_route_row, load_recipe, run_cli, tiny_model_overrides
 
 
 def build(outputs: Path, tiny_encoder: Path, *extra: str) -> Pipeline:
@@ -217,14 +217,7 @@ def test_cli_run_then_predict(tmp_path: Path, tiny_encoder: Path) -> None:
     rows = [json.loads(line) for line in lines.stdout.splitlines() if line.strip()]
     assert len(rows) == 2
     for row, result in zip(rows, expected[1:], strict=True):
-        want = result.to_dict()
-        assert set(row) == set(want)
-        assert {k: row[k] for k in ("text", "intent", "predicted", "decision", "reason", "error")} == {
-            k: want[k] for k in ("text", "intent", "predicted", "decision", "reason", "error")
-        }
-        assert row["confidence"] == pytest.approx(want["confidence"], abs=1e-6)
-        assert [label for label, _ in row["runners_up"]] == [label for label, _ in want["runners_up"]]
-        assert [p for _, p in row["runners_up"]] == pytest.approx([p for _, p in want["runners_up"]], abs=1e-6)
+        assert_route_row(row, result)
 
 
 def test_training_is_deterministic_on_cpu(tmp_path: Path, tiny_encoder: Path) -> None:

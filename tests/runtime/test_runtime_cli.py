@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tests.conftest import assert_route_row
 from tests.runtime.tiny_bundle import FALLBACK, LABELS, BundleFactory, default_calibration, keyword_model
 
 FIELDS = {"text", "intent", "predicted", "confidence", "decision", "reason", "runners_up", "error"}
@@ -80,7 +81,11 @@ def test_predict_reads_stdin_and_writes_json_lines(bundle: Path, tmp_path: Path)
     assert [row["text"] for row in rows] == texts
     assert all(set(row) == FIELDS for row in rows)
     assert rows[1]["reason"] == "empty text" and rows[1]["intent"] == FALLBACK
-    assert rows[0]["predicted"] in LABELS and len(rows[0]["runners_up"]) == 1
+    from framework.runtime import Router
+
+    for row, result in zip(rows, Router.load(bundle).predict(texts, top_k=2), strict=True):
+        assert_route_row(row, result)  # each line is what the Router gives for that text
+    assert len(rows[0]["runners_up"]) == 1
     single = cli("predict", str(bundle), "help", "--jsonl", "--top-k", "2", cwd=tmp_path)
     assert json.loads(single.stdout) == rows[2]
     dash = cli("predict", str(bundle), "-", "--top-k", "2", cwd=tmp_path, stdin="\n".join(texts) + "\n")
