@@ -171,10 +171,13 @@ def cmd_validate(args: argparse.Namespace) -> int:
     plugins = ", ".join(
         sorted({b.spec.id for b in (*recipe.generators.values(), *recipe.layers.values(), recipe.splitter)})
     )
+    parts = [f"{config.generate.samples_per_intent} rows each asked"] if recipe.generators else []
+    if recipe.sources:
+        parts.append(f"rows from {len(recipe.sources)} source{'s' if len(recipe.sources) > 1 else ''}")
+    rows = ", ".join(parts) or "no rows"
     OUT.print(
-        f"[green]OK[/] {ref.path}: recipe '{config.name}', {len(config.intents)} intents "
-        f"({config.generate.samples_per_intent} rows each asked), fallback intent: {config.fallback_intent or 'none'}; "
-        f"plugins: {plugins}"
+        f"[green]OK[/] {ref.path}: recipe '{config.name}', {len(config.intents)} intents ({rows}), "
+        f"fallback intent: {config.fallback_intent or 'none'}; plugins: {plugins}"
     )
     return 0
 

@@ -190,3 +190,16 @@ def test_missing_source_file_is_one_clear_error(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert "sources.train:" in done.stderr and "missing.csv does not exist" in done.stderr
     assert "Traceback" not in done.stderr + done.stdout
+
+
+def test_validate_says_where_rows_come_from(tmp_path: Path) -> None:
+    """Generated rows are 'asked'; a recipe with sources only says so instead of quoting samples_per_intent."""
+    data = tmp_path / "rows.csv"
+    data.write_text("text,label\nwho calls main,FindCallers\nwhere is main,SymbolQuery\nhelp,Ambiguous\n")
+    source = f"+sources.mine={{plugin: csv, path: {data}}}"
+    both = run_cli("validate", f"recipe={TINY}", source, cwd=tmp_path)
+    assert both.returncode == 0, both.stderr
+    assert "3 intents (40 rows each asked, rows from 1 source)" in " ".join(both.stdout.split())
+    only = run_cli("validate", f"recipe={TINY}", source, "~generate.generators.templates", cwd=tmp_path)
+    assert only.returncode == 0, only.stderr
+    assert "3 intents (rows from 1 source)" in " ".join(only.stdout.split())
