@@ -24,6 +24,7 @@ from framework.config.compose import (
     compose_with_hydra,
     resolve_recipe,
 )
+from framework.config.recipe_policy import override_key
 from framework.errors import IntentcraftError, RecipeError, UserInputError
 from framework.paths import check_outputs_dir
 from framework.redact import scrub
@@ -122,8 +123,8 @@ def sweep_jobs(overrides: list[str]) -> list[list[str]]:
 def recipe_sweep(ref: RecipeRef, first_job: list[str]) -> list[str]:
     """The recipe's own ``hydra.sweeper.params`` as overrides, less the keys the command line sets."""
     params = compose_with_hydra(ref, first_job)[1]["sweeper"].get("params") or {}
-    given = {o.lstrip("+~").split("=", 1)[0] for o in ref.overrides}
-    return [f"{key}={value}" for key, value in params.items() if str(key).lstrip("+~") not in given]
+    given = {override_key(o) for o in ref.overrides}
+    return [f"{key}={value}" for key, value in params.items() if override_key(str(key)) not in given]
 
 
 def preflight(ref: RecipeRef, multirun: bool) -> ValidatedRecipe:

@@ -20,6 +20,7 @@ from framework.config.recipe_policy import (
     choice_issues,
     hydra_issues,
     outputs_issues,
+    override_key,
     override_key_issue,
     override_list_issues,
     pack_overlap_issues,
@@ -229,7 +230,7 @@ def _check_override_syntax(ref: RecipeRef, overrides: list[str]) -> None:
 
 def _override_suggestion(ref: RecipeRef, overrides: list[str], key: str) -> str:
     """``; did you mean 'x'?`` for an override of a key that does not exist."""
-    bad = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") == key]
+    bad = [o for o in overrides if override_key(o) == key]
     if not bad:
         return ""
     try:

@@ -54,6 +54,11 @@ HYDRA_ALLOWED = (
 _PROTECTED_PREFIXES = ("hydra", "paths")
 
 
+def override_key(override: str) -> str:
+    """The key an override ``+a.b=1`` / ``~a.b`` / ``a.b=1`` names: ``a.b``."""
+    return override.split("=", 1)[0].lstrip("+~")
+
+
 def choice_issues(choices: dict[str, Any]) -> list[ConfigIssue]:
     """A launcher or sweeper the recipe chose that is not in the allow-list."""
     issues = []
@@ -142,7 +147,7 @@ def sweep_param_issues(params: Any) -> Iterator[ConfigIssue]:
         yield ConfigIssue("hydra.sweeper.params", "must map recipe keys to comma-separated values", params, True)
         return
     for key, value in params.items():
-        name = str(key).lstrip("+~")
+        name = override_key(str(key))
         if "@" in name or name.split(".")[0].split("/")[0] in _PROTECTED_PREFIXES:
             yield ConfigIssue(
                 f"hydra.sweeper.params.{key}", "a sweep may vary recipe keys only, not hydra.* or paths.*"
@@ -189,7 +194,7 @@ def credential_issues(container: Any) -> list[ConfigIssue]:
 def api_base_issues(container: Any, overrides: list[str], path: str = "") -> list[ConfigIssue]:
     """An ``api_base`` set by a recipe gets the user's API key with every request: it must be a loopback
     server, a host the user allows, or an address given on the command line."""
-    given = {o.lstrip("+~").split("=", 1)[0] for o in overrides}
+    given = {override_key(o) for o in overrides}
     issues = []
     for where, value in _dotted(container, path):
         if where.rsplit(".", 1)[-1] != "api_base" or not isinstance(value, str) or where in given:
@@ -220,7 +225,7 @@ def _dotted(node: Any, path: str) -> Iterator[tuple[str, Any]]:
 
 def outputs_issues(chosen: str, default: str, overrides: list[str]) -> list[ConfigIssue]:
     """``paths.outputs`` may differ from the library default only through a command-line override."""
-    by_user = any(o.lstrip("+~").split("=", 1)[0].split(".")[0] == "paths" for o in overrides)
+    by_user = any(override_key(o).split(".")[0] == "paths" for o in overrides)
     if chosen == default or by_user:
         return []
     return [
