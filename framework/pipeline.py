@@ -23,19 +23,10 @@ from typing import Any
 from framework import __version__
 from framework.config.check import ValidatedRecipe
 from framework.errors import IntentcraftError, StageStopped
-from framework.io import (
-    atomic_write_json,
-    dumps_canonical,
-    lock_holder,
-    make_staging_dir,
-    publish_dir,
-    read_json,
-    remove_stale_staging,
-    sha256_bytes,
-    stage_lock,
-)
+from framework.io import atomic_write_json, dumps_canonical, publish_dir, read_json, sha256_bytes
 from framework.progress import Progress
 from framework.redact import redact
+from framework.stage_lock import lock_holder, make_staging_dir, remove_stale_staging, stage_lock
 
 MANIFEST = "manifest.json"
 STOPPED = "stopped.json"

@@ -215,7 +215,7 @@ def test_a_waiting_run_shows_in_status_and_stops_on_ctrl_c(tmp_path: Path) -> No
         [
             sys.executable,
             "-c",
-            f"from framework.io import stage_lock\nfrom pathlib import Path\n"
+            f"from framework.stage_lock import stage_lock\nfrom pathlib import Path\n"
             f"with stage_lock(Path({str(generate)!r})):\n    print('held', flush=True)\n    input()\n",
         ],
         cwd=REPO,
