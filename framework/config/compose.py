@@ -118,16 +118,15 @@ def compose_with_hydra(ref: RecipeRef, overrides: list[str] | None = None) -> tu
     chosen = list(ref.overrides if overrides is None else overrides)
     _check_override_syntax(ref, chosen)
     install_yaml_limits()  # alias bombs, deep nesting, duplicate keys: one RecipeError naming file, key, line
+    given = [*chosen, ref.search_path_override()]  # what Hydra composes with, and records in hydra.overrides
     try:
         with initialize_config_dir(config_dir=str(ref.path.parent), version_base="1.3", job_name="intentcraft"):
-            cfg = compose(
-                config_name=ref.name, overrides=[*chosen, ref.search_path_override()], return_hydra_config=True
-            )
-            packs = _intents_per_pack(ref, chosen)
+            cfg = compose(config_name=ref.name, overrides=given, return_hydra_config=True)
+            packs = _intents_per_pack(ref.name, given)
         hydra = OmegaConf.to_container(cfg.hydra, resolve=False)
         with open_dict(cfg):
             del cfg["hydra"]
-        _check_policy(ref, chosen, hydra, OmegaConf.to_container(cfg, resolve=False), packs)
+        _check_policy(ref, given, hydra, OmegaConf.to_container(cfg, resolve=False), packs)
         container = OmegaConf.to_container(cfg, resolve=True)
     except KeyError as exc:  # Hydra copies hydra.job.env_copy's variables while composing, before any check
         issue = ConfigIssue("hydra.job.env_copy", f"a recipe cannot set this Hydra key (it names {exc})")
@@ -143,13 +142,13 @@ def compose_with_hydra(ref: RecipeRef, overrides: list[str] | None = None) -> tu
     return container, hydra
 
 
-def _intents_per_pack(ref: RecipeRef, overrides: list[str]) -> dict[str, list[str]]:
+def _intents_per_pack(config_name: str, overrides: list[str]) -> dict[str, list[str]]:
     """``{pack: [intent, ...]}`` for every intent pack (``intents/NAME``) in the recipe's defaults list."""
     from hydra.core.global_hydra import GlobalHydra
     from hydra.types import RunMode
 
     loader = GlobalHydra.instance().config_loader()
-    defaults = loader.compute_defaults_list(ref.name, [*overrides, ref.search_path_override()], RunMode.RUN)
+    defaults = loader.compute_defaults_list(config_name, overrides, RunMode.RUN)
     packs: dict[str, list[str]] = {}
     for item in defaults.defaults:
         if (item.config_path or "").startswith("intents/") and item.package in ("", "_global_"):
@@ -159,10 +158,10 @@ def _intents_per_pack(ref: RecipeRef, overrides: list[str]) -> dict[str, list[st
     return packs
 
 
-def _check_policy(
-    ref: RecipeRef, overrides: list[str], hydra: Any, unresolved: Any, packs: dict[str, list[str]]
-) -> None:
-    """Refuse ``hydra.*`` keys, resolvers, output paths and intents that two packs define, all at once."""
+def _check_policy(ref: RecipeRef, given: list[str], hydra: Any, unresolved: Any, packs: dict[str, list[str]]) -> None:
+    """Refuse ``hydra.*`` keys, resolvers, output paths and intents that two packs define, all at once.
+
+    ``given`` is every override Hydra composed with, the search path included."""
     choices = hydra["runtime"]["choices"]
     issues = choice_issues(choices)
     if not issues:
@@ -173,10 +172,10 @@ def _check_policy(
             issues = [ConfigIssue("hydra/launcher", f"cannot compose the library defaults with it: {detail}")]
         else:
             issues = hydra_issues(hydra, reference["hydra"])
-            issues += override_list_issues(hydra, [*overrides, ref.search_path_override()])
+            issues += override_list_issues(hydra, given)
             outputs = unresolved.get("paths", {}).get("outputs")
-            issues += outputs_issues(outputs, reference["paths"]["outputs"], overrides)
-    issues += resolver_issues(unresolved) + api_base_issues(unresolved, overrides)
+            issues += outputs_issues(outputs, reference["paths"]["outputs"], given)
+    issues += resolver_issues(unresolved) + api_base_issues(unresolved, given)
     hint = (
         "A recipe is data: it cannot run code, read the environment or choose where files are written. "
         "Remove these keys from the recipe (or the override that set them)."

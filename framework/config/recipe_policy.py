@@ -10,7 +10,8 @@ Checked on the composed but unresolved config, before anything runs:
   would copy a secret into the recipe and everything written from it); API keys come only from the
   variable named by ``api_key_env``.
 - ``paths.*``: where intentcraft writes is the user's choice (an override on the command line), never a
-  recipe's.
+  recipe's; likewise an ``api_base`` that is not loopback (the user's key goes to it).
+- Credentials inside URIs, in any value; an intent defined by two intent packs.
 """
 
 from __future__ import annotations
