@@ -131,10 +131,14 @@ def credentials_in(text: str) -> str | None:
     return None
 
 
+def _patterns_from_env(variable: str) -> tuple[str, ...]:
+    """The comma-separated patterns the user put in ``$variable`` (none when it is unset)."""
+    return tuple(item.strip() for item in os.environ.get(variable, "").split(",") if item.strip())
+
+
 def key_env_allowed() -> tuple[str, ...]:
     """Patterns of the variables ``api_key_env`` may name: the defaults plus ``$INTENTCRAFT_KEY_ENV_ALLOW``."""
-    extra = os.environ.get(KEY_ENV_ALLOW_VARIABLE, "")
-    return DEFAULT_KEY_ENV_ALLOW + tuple(item.strip() for item in extra.split(",") if item.strip())
+    return DEFAULT_KEY_ENV_ALLOW + _patterns_from_env(KEY_ENV_ALLOW_VARIABLE)
 
 
 def key_env_permitted(name: str) -> bool:
@@ -151,6 +155,5 @@ def api_base_permitted(url: str) -> bool:
         host = (urlsplit(url).hostname or "").lower()
     except ValueError:
         return False
-    extra = os.environ.get(API_BASE_ALLOW_VARIABLE, "")
-    patterns = _LOOPBACK + tuple(item.strip().lower() for item in extra.split(",") if item.strip())
+    patterns = _LOOPBACK + tuple(pattern.lower() for pattern in _patterns_from_env(API_BASE_ALLOW_VARIABLE))
     return bool(host) and any(fnmatch.fnmatchcase(host, pattern) for pattern in patterns)
