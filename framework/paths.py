@@ -9,16 +9,41 @@ from framework.errors import UserInputError
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 PROJECT_ROOT = PACKAGE_DIR.parent
+# An installed package (wheel or sdist) carries conf/ and recipes/ inside it as framework/_conf and
+# framework/_recipes (see pyproject.toml); a source checkout or editable install has them beside the package.
+INSTALLED_CONF = "_conf"
+INSTALLED_RECIPES = "_recipes"
 
 
-def conf_dir() -> Path:
-    """The library defaults: ``$INTENTCRAFT_CONF`` or ``conf/`` beside the package."""
-    return Path(os.environ.get("INTENTCRAFT_CONF", PROJECT_ROOT / "conf")).resolve()
+def _data_dir(installed: str, checkout: str, package_dir: Path) -> Path:
+    """``framework/<installed>`` when it exists (an installed package), else ``<checkout>`` beside the package."""
+    inside = package_dir / installed
+    return (inside if inside.is_dir() else package_dir.parent / checkout).resolve()
 
 
-def shipped_recipes_dir() -> Path:
-    """The recipes that ship with intentcraft (``recipes/`` beside the package)."""
-    return (PROJECT_ROOT / "recipes").resolve()
+def conf_dir(package_dir: Path | None = None) -> Path:
+    """The library defaults: ``$INTENTCRAFT_CONF``, else the installed copy, else ``conf/`` of the checkout.
+
+    Raises:
+        UserInputError: ``$INTENTCRAFT_CONF`` is unset and neither location holds ``intentcraft.yaml``.
+    """
+    if os.environ.get("INTENTCRAFT_CONF"):
+        return Path(os.environ["INTENTCRAFT_CONF"]).resolve()
+    package_dir = PACKAGE_DIR if package_dir is None else package_dir
+    found = _data_dir(INSTALLED_CONF, "conf", package_dir)
+    if not (found / "intentcraft.yaml").is_file():
+        raise UserInputError(
+            f"intentcraft's library defaults (intentcraft.yaml) are neither in {package_dir / INSTALLED_CONF} "
+            f"(an installed package) nor in {package_dir.parent / 'conf'} (a source checkout): this installation "
+            "is missing its data files. Reinstall it (pip install --force-reinstall intentcraft, or make install "
+            "in a checkout), or set INTENTCRAFT_CONF to a directory that holds intentcraft.yaml."
+        )
+    return found
+
+
+def shipped_recipes_dir(package_dir: Path | None = None) -> Path:
+    """The recipes that ship with intentcraft: the installed copy, else ``recipes/`` of the checkout."""
+    return _data_dir(INSTALLED_RECIPES, "recipes", PACKAGE_DIR if package_dir is None else package_dir)
 
 
 def recipe_dirs(cwd: Path | None = None) -> list[Path]:

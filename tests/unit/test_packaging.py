@@ -1,4 +1,4 @@
-"""The package list, the CLI's stage names and the light runtime stay in step with the code."""
+"""Package lists (data packages included), the CLI's stage names and the light runtime stay in step with the code."""
 
 from __future__ import annotations
 
@@ -10,16 +10,27 @@ from framework.cli import STAGE_NAMES
 from framework.stages import STAGES
 from tests.conftest import REPO
 
+# Packages that hold only data (no __init__.py), mapped onto a top-level folder of the repository.
+DATA_PACKAGES = {"framework._conf": "conf", "framework._recipes": "recipes"}
+
 
 def test_every_python_package_directory_is_packaged() -> None:
     config = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
-    listed = set(config["packages"])
+    listed = set(config["packages"]) - set(DATA_PACKAGES)
     found = set()
     for root, prefix in (("framework", "framework"), ("plugins", "framework.plugins")):
         for init in (REPO / root).rglob("__init__.py"):
             parts = init.parent.relative_to(REPO / root).parts
             found.add(".".join((prefix, *parts)))
     assert found == listed
+
+
+def test_conf_and_recipes_are_data_packages() -> None:
+    config = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    for package, folder in DATA_PACKAGES.items():
+        assert package in config["packages"]
+        assert config["package-dir"][package] == folder
+        assert config["package-data"][package], f"{package} ships no files"
 
 
 def test_cli_stage_names_match_the_stage_graph() -> None:
