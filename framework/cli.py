@@ -155,7 +155,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from framework.launch import RunOptions, launch
 
     ref = resolve_recipe(args.overrides)
-    check_outputs_dir(preflight(ref, args.multirun).config.paths.outputs)
+    recipe = preflight(ref, args.multirun)
+    check_outputs_dir(recipe.config.paths.outputs)
+    _describe_derived(recipe)
     options = RunOptions(args.force, args.until, args.limit)
     return launch(ref, multirun=args.multirun, options=options, console=OUT)
 
@@ -168,6 +170,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         import yaml
 
         OUT.print(yaml.safe_dump(recipe.raw, sort_keys=False, allow_unicode=True), markup=False, highlight=False)
+    _describe_derived(recipe)
     config = recipe.config
     plugins = ", ".join(
         sorted({b.spec.id for b in (*recipe.generators.values(), *recipe.layers.values(), recipe.splitter)})
@@ -181,6 +184,13 @@ def cmd_validate(args: argparse.Namespace) -> int:
         f"fallback intent: {config.fallback_intent or 'none'}; plugins: {plugins}"
     )
     return 0
+
+
+def _describe_derived(recipe: ValidatedRecipe) -> None:
+    """Print where ``intents_from`` took the intents from and every label it renamed."""
+    if recipe.derived is not None:
+        for line in recipe.derived.describe():
+            OUT.print(line, markup=False, highlight=False)
 
 
 def cmd_status(args: argparse.Namespace) -> int:

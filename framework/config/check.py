@@ -13,6 +13,7 @@ from typing import Any
 import jinja2
 from pydantic import BaseModel, ValidationError
 
+from framework.config.intents_from import DerivedIntents, derive_intents
 from framework.config.pydantic_issues import did_you_mean, issues_from_validation
 from framework.config.recipe_policy import credential_issues
 from framework.config.schema import (
@@ -76,6 +77,7 @@ class ValidatedRecipe:
     generators: dict[str, BoundPlugin]
     layers: dict[str, BoundPlugin]
     single: dict[str, BoundPlugin]
+    derived: DerivedIntents | None = None
 
     @property
     def splitter(self) -> BoundPlugin:
@@ -231,9 +233,41 @@ def _content_issues(config: RecipeConfig, bound: dict[str, BoundPlugin]) -> list
     return issues
 
 
+def boolean_key_issues(node: Any, path: str = "") -> list[ConfigIssue]:
+    """Keys that YAML read as booleans (an unquoted ``yes``, ``no``, ``on``, ``off``): names and labels are text."""
+    issues: list[ConfigIssue] = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if isinstance(key, bool):
+                spelled = "yes, on or true" if key else "no, off or false"
+                issues.append(
+                    ConfigIssue(
+                        path or "<recipe>",
+                        f"has a key YAML read as the boolean {key} (an unquoted {spelled}); names and labels are "
+                        f"text, so quote it: '{'yes' if key else 'no'}': ... (or \"{'yes' if key else 'no'}\": ...)",
+                    )
+                )
+            else:
+                issues += boolean_key_issues(value, f"{path}.{key}" if path else str(key))
+    elif isinstance(node, list):
+        for index, item in enumerate(node):
+            issues += boolean_key_issues(item, f"{path}[{index}]")
+    return issues
+
+
 def check_recipe(raw: dict[str, Any], source: str) -> ValidatedRecipe:
-    """Validate ``raw`` (a composed recipe) completely or raise ``RecipeError`` listing every issue."""
-    issues: list[ConfigIssue] = credential_issues(raw)
+    """Validate ``raw`` (a composed recipe) completely or raise ``RecipeError`` listing every issue.
+
+    With ``intents_from``, the named sources are read first and their labels become intents (see
+    :mod:`framework.config.intents_from`); the returned recipe's ``raw`` holds the expanded intents.
+    """
+    issues: list[ConfigIssue] = credential_issues(raw) + boolean_key_issues(raw)
+    if issues:
+        raise RecipeError(source, issues)
+    original = raw
+    raw, derived, found = derive_intents(raw, lambda name: _bind_source(original, name))
+    if found:
+        raise RecipeError(source, found)
     config: RecipeConfig | None = None
     try:
         config = RecipeConfig.model_validate(raw)
@@ -258,4 +292,10 @@ def check_recipe(raw: dict[str, Any], source: str) -> ValidatedRecipe:
         generators={p.removeprefix("generate.generators."): b for p, b in bound.items() if p.startswith("generate.")},
         layers={p.removeprefix("validate.layers."): b for p, b in bound.items() if p.startswith("validate.")},
         single={key: bound[key] for key, _, _ in SINGLE_SECTIONS},
+        derived=derived,
     )
+
+
+def _bind_source(raw: dict[str, Any], name: str) -> BoundPlugin | list[ConfigIssue]:
+    """One source of ``raw`` bound to its plugin (for reading its labels before the whole recipe is checked)."""
+    return bind_plugin(f"sources.{name}", raw["sources"][name], SourceSection, sources)

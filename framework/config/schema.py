@@ -32,6 +32,8 @@ class IntentSpec(StrictModel):
         weight: Multiplier on ``generate.samples_per_intent`` for this intent.
         out_of_scope: Marks the out-of-scope / ambiguous class the router falls back to.
         min_words: Rows with fewer words are rejected by the quality layer.
+        label: The label this intent has in the data, when it is not a valid intent name (``reverted card
+            payment?``); the bundle's router returns it instead of the name. Set by ``intents_from``.
     """
 
     description: str = ""
@@ -41,6 +43,7 @@ class IntentSpec(StrictModel):
     weight: float = Field(default=1.0, gt=0, le=100)
     out_of_scope: bool = False
     min_words: int | None = Field(default=None, ge=1)
+    label: str | None = Field(default=None, min_length=1, max_length=200)
 
 
 class PluginSection(BaseModel):
@@ -145,6 +148,7 @@ class RecipeConfig(StrictModel):
     paths: PathsConfig = Field(default_factory=PathsConfig)
     slots: dict[str, list[str]] = Field(default_factory=dict)
     intents: dict[str, IntentSpec] = Field(min_length=2)
+    intents_from: list[str] | None = None
     sources: dict[str, SourceSection] = Field(default_factory=dict)
     generate: GenerateConfig = Field(default_factory=GenerateConfig)
     validate_: ValidateConfig = Field(alias="validate")
@@ -170,10 +174,23 @@ class RecipeConfig(StrictModel):
         bad = [name for name in intents if not re.match(NAME_PATTERN, name)]
         if bad:
             raise ValueError(f"intent names must start with a letter and use letters, digits, _ or -: {bad}")
+        labels = [spec.label or name for name, spec in intents.items()]
+        repeated = sorted({label for label in labels if labels.count(label) > 1})
+        if repeated:
+            raise ValueError(f"two intents would be returned under the same label: {repeated}; give each its own")
         flagged = [name for name, spec in intents.items() if spec.out_of_scope]
         if len(flagged) > 1:
             raise ValueError(f"at most one intent may set out_of_scope: true, found {flagged}; keep it on one")
         return intents
+
+    @field_validator("intents_from", mode="before")
+    @classmethod
+    def _one_or_more_sources(cls, value: Any) -> Any:
+        """``intents_from: sources.train`` or a list of them; stored as source names."""
+        items = [value] if isinstance(value, str) else value
+        if not isinstance(items, list):
+            return value
+        return [item.removeprefix("sources.") if isinstance(item, str) else item for item in items]
 
     @model_validator(mode="after")
     def _some_data(self) -> RecipeConfig:
@@ -187,6 +204,11 @@ class RecipeConfig(StrictModel):
     def fallback_intent(self) -> str | None:
         """The out-of-scope intent, if the recipe declares one."""
         return next((name for name, spec in self.intents.items() if spec.out_of_scope), None)
+
+    @property
+    def display_labels(self) -> dict[str, str]:
+        """``{intent: label}`` for the intents whose data label differs from their name (what predict returns)."""
+        return {name: spec.label for name, spec in self.intents.items() if spec.label and spec.label != name}
 
     def slots_for(self, intent: str) -> dict[str, list[str]]:
         """Recipe-level slots overlaid with the intent's own."""

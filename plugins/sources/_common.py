@@ -29,6 +29,9 @@ if TYPE_CHECKING:
 
 PROGRESS_EVERY = 512
 _SHOWN = 5
+_SHOWN_LABELS = 20
+_CLOSE = 0.85
+"""How alike (difflib ratio) a label and an intent must be for a did-you-mean."""
 _SHOWN_COLUMNS = 20
 EXCERPT = 40
 """Most characters of one value (a column name, a label) quoted from a file that parsed as data."""
@@ -315,22 +318,38 @@ class RowBuilder:
     def _unknown_label_error(self) -> StageError:
         ctx, intents = self.ctx, list(self.ctx.intents)
         entries = []
-        for (label, intent), count in self.unknown.most_common(_SHOWN):
+        for (label, intent), count in self.unknown.most_common(_SHOWN_LABELS):
             mapped = f" (label_map gives {excerpt(intent)})" if intent != label else ""
             where = f"{self.position_key} {self.first_at[(label, intent)]}"
-            rows = "1 row" if count == 1 else f"{count} rows"
-            entries.append(f"{excerpt(label)}{mapped}: {rows}, first at {where}{did_you_mean(intent, intents)}")
-        more = f"; and {len(self.unknown) - _SHOWN} more" if len(self.unknown) > _SHOWN else ""
+            rows = "1 row" if count == 1 else f"{count:,} rows"
+            hint = close_intent(intent, intents)
+            hint = f"; did you mean {hint!r}?" if hint else ""
+            entries.append(f"{excerpt(label)}{mapped} ({rows}, first at {where}{hint})")
+        total = len(self.unknown)
+        shown = f" (the {_SHOWN_LABELS} with most rows shown)" if total > _SHOWN_LABELS else ""
         (example_label, example_intent), _ = self.unknown.most_common(1)[0]
-        target = closest(example_intent, intents) or (intents[0] if intents else "SomeIntent")
-        example_label, example_intent = example_label[:EXCERPT], example_intent[:EXCERPT]
-        labels = "1 label names" if len(self.unknown) == 1 else f"{len(self.unknown)} labels name"
+        target = close_intent(example_intent, intents) or (intents[0] if intents else "SomeIntent")
+        example_label = example_label[:EXCERPT]
+        labels = "1 label names" if total == 1 else f"{total} labels name"
         return StageError(
-            f"{key(ctx, 'label_column')}: {labels} no intent of the recipe in {self.params.path}: "
-            f"{'; '.join(entries)}{more}. Add each as an intent (intents.{example_intent}, with a "
-            f"description, in the recipe or its intent pack), or map it to an existing intent with "
-            f"{key(ctx, 'label_map')} (e.g. label_map: {{{example_label}: {target}}})."
+            f"{key(ctx, 'label_column')}: {labels} no intent of the recipe in {self.params.path}{shown}: "
+            f"{', '.join(entries)}. Take the recipe's intents from the data (intents_from: sources.{ctx.name}, "
+            f"or a list of sources), add each label as an intent, or map it to an existing intent with "
+            f"{key(ctx, 'label_map')} (e.g. label_map: {{{example_label!r}: {target}}})."
         )
+
+
+def close_intent(wanted: str, intents: list[str]) -> str | None:
+    """An intent that is plainly ``wanted`` spelled otherwise (case, spaces, punctuation), or very close to it."""
+    folded = {_fold(name): name for name in intents}
+    if _fold(wanted) in folded:
+        return folded[_fold(wanted)]
+    close = difflib.get_close_matches(wanted, intents, n=1, cutoff=_CLOSE)
+    return close[0] if close else None
+
+
+def _fold(text: str) -> str:
+    return "".join(ch for ch in text.casefold() if ch.isalnum())
 
 
 def emit_rows(records: Iterable[Record], builder: RowBuilder) -> Iterator[dict[str, Any]]:

@@ -156,13 +156,28 @@ def test_csv_missing_column_lists_columns_and_suggests_one(tmp_path: Path) -> No
 
 
 def test_csv_unknown_labels_are_listed_with_the_fix(tmp_path: Path) -> None:
-    path = write(tmp_path / "data.csv", "text,label\na,Greet\nb,card_arival\nc,card_arival\nd,refund\n")
+    path = write(tmp_path / "data.csv", "text,label\na,Greet\nb,card_arival\nc,card_arival\nd,refund\ne,CARD ARRIVAL\n")
     message = error_of(csv_source, CsvParams(path=str(path), label_map={"refund": "Refund"}))
-    assert message.startswith(f"sources.mine.label_column: 2 labels name no intent of the recipe in {path}: ")
-    assert "'card_arival': 2 rows, first at line 3; did you mean 'card_arrival'?" in message
-    assert "'refund' (label_map gives 'Refund'): 1 row, first at line 5" in message
-    assert "intents.card_arival" in message
-    assert "sources.mine.label_map (e.g. label_map: {card_arival: card_arrival})" in message
+    assert message.startswith(f"sources.mine.label_column: 3 labels name no intent of the recipe in {path}: ")
+    assert "'card_arival' (2 rows, first at line 3; did you mean 'card_arrival'?)" in message
+    assert "'CARD ARRIVAL' (1 row, first at line 6; did you mean 'card_arrival'?)" in message
+    assert "'refund' (label_map gives 'Refund') (1 row, first at line 5)," in message
+    assert "intents_from: sources.mine" in message
+    assert "sources.mine.label_map (e.g. label_map: {'card_arival': card_arrival})" in message
+
+
+def test_csv_unknown_labels_are_all_counted_and_twenty_named(tmp_path: Path) -> None:
+    """57 unknown labels: the count says 57, the 20 with most rows are named, unlike names get no did-you-mean."""
+    lines = [f"row {i} of {n},topic number {n}" for n in range(57) for i in range(1 + (n < 20))]
+    path = write(tmp_path / "data.csv", "text,label\n" + "\n".join(lines) + "\n")
+    message = error_of(csv_source, CsvParams(path=str(path)))
+    assert message.startswith(
+        f"sources.mine.label_column: 57 labels name no intent of the recipe in {path} (the 20 with most rows shown): "
+    )
+    named = [n for n in range(57) if f"'topic number {n}' (" in message]
+    assert named == list(range(20))
+    assert "(2 rows, first at line 2)" in message
+    assert "did you mean" not in message
 
 
 @pytest.mark.parametrize(("content", "detail"), [("", "is empty"), ("text,label\n", "has no usable rows")])
@@ -310,7 +325,7 @@ def test_hf_errors_name_the_key(tmp_path: Path, hf_dir: Path) -> None:
     message = error_of(hf_dataset_source, HfDatasetParams(path=str(hf_dir), text_column="text"))
     assert "did you mean" not in message and "Columns found: 'utterance', 'label'" in message
     message = error_of(hf_dataset_source, HfDatasetParams(path=str(hf_dir), text_column="utterance"), Recorder())
-    assert "'lost': 1 row, first at index 3" in message
+    assert "'lost' (1 row, first at index 3)" in message
 
 
 # --- the real BANKING77 files -------------------------------------------------------------------------------
