@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 TORCH_PIP_ARGS ?=
 
-.PHONY: install run test test-fast lint clean
+.PHONY: install run test test-fast lint package-check clean
 
 install:
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,11 @@ test-fast:
 lint:
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+# Build the sdist and wheel, install the wheel with [train] into a clean venv (torch pinned as in install) and
+# run it from outside the checkout: recipes, validate, a +debug=default run and predict (.ci/package-check).
+package-check:
+	PYTHON="$(PYTHON)" BUILD_PYTHON="$(BIN)/python" TORCH="$(TORCH)" TORCH_PIP_ARGS="$(TORCH_PIP_ARGS)" .ci/package-check
 
 clean:
 	rm -rf outputs .pytest_cache .ruff_cache
