@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any
 
 from framework.io import read_json, read_jsonl
 from framework.pipeline import StageRun
-from framework.progress import STDERR
+from framework.progress import say as say  # re-exported: a line for the user and the run log
 
 RUNTIME_FILE = "runtime.json"  # written by the train stage: {"labels": [...], "max_length": int}
-LOG = logging.getLogger("intentcraft")
 
 
 def split_rows(run: StageRun, split: str) -> list[dict[str, Any]]:
@@ -36,9 +34,3 @@ def model_input_names(model_path: Path) -> list[str]:
     graph = onnx.load(str(model_path), load_external_data=False).graph
     weights = {init.name for init in graph.initializer}
     return [node.name for node in graph.input if node.name not in weights]
-
-
-def say(message: str) -> None:
-    """A line for the user (stderr, beside the progress bars) and for the run log."""
-    STDERR.print(message, highlight=False)
-    LOG.info(message)
