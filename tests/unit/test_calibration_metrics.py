@@ -4,9 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from netcal.metrics import ECE
+from netcal.metrics import ECE, MCE
 
-from framework.calibration_metrics import binned_ece, ece_noise, simulated_eces, top_label_errors
+from framework.calibration_metrics import (
+    bin_stats,
+    binned_ece,
+    ece_noise,
+    simulated_eces,
+    top_label_errors,
+    worst_bin,
+)
 from framework.errors import GateFailed
 from framework.stages.calibrate import _ece_gate
 
@@ -71,3 +78,28 @@ def test_gate_says_whether_a_failure_is_within_chance_and_warns_on_a_pass_within
     assert warnings == []
     with pytest.raises(GateFailed, match=r"max_ece=0\.005\. More eval rows"):
         _ece_gate({"ece_after": 0.01}, 0.005, warnings.append)
+
+
+@pytest.mark.parametrize(("rows", "bins"), [(7, 15), (500, 15), (3000, 10)])
+def test_worst_bin_is_the_bin_netcal_takes_its_mce_from(rows: int, bins: int) -> None:
+    rng = np.random.default_rng(rows)
+    confidence = rng.beta(6, 1, rows)
+    correct = (rng.random(rows) < 0.8).astype(float)
+    worst = worst_bin(confidence, correct, bins)
+    assert worst is not None
+    assert worst.gap == pytest.approx(MCE(bins).measure(confidence, correct), abs=1e-12)
+    inside = (confidence >= worst.low) & (confidence < worst.high)
+    assert worst.rows == inside.sum() > 0
+    assert worst.accuracy == pytest.approx(correct[inside].mean())
+    assert worst.confidence == pytest.approx(confidence[inside].mean())
+
+
+def test_bin_stats_count_every_row_once_and_find_a_lone_row() -> None:
+    confidence = np.array([0.99] * 50 + [0.75, 1.0, 0.0])
+    correct = np.array([1.0] * 49 + [0.0, 0.0, 1.0, 0.0])  # the 0.75 row wrong: a gap of 0.75 in its own bin
+    counts, accuracy, _ = bin_stats(confidence, correct, 10)
+    assert counts.tolist() == [1, 0, 0, 0, 0, 0, 0, 1, 0, 51]  # 1.0 falls in the last, closed bin
+    assert np.isnan(accuracy[1]) and accuracy[9] == pytest.approx(50 / 51)
+    worst = worst_bin(confidence, correct, 10)
+    assert (worst.low, worst.high, worst.rows, worst.accuracy) == (pytest.approx(0.7), pytest.approx(0.8), 1, 0.0)
+    assert worst_bin(np.array([]), np.array([]), 10) is None
