@@ -4,7 +4,8 @@ One scalar ``T`` divides the exported model's logits; it is fitted by minimising
 log-likelihood on the eval split. Thresholds are then fitted on the calibrated probabilities so
 that accepted predictions reach a target precision. ECE and MCE come from ``netcal``; ``ece_noise_mean``
 and ``ece_noise_p95`` give the ECE that a perfectly calibrated model would measure by chance on the same
-rows (see ``framework.calibration_metrics``), the yardstick for ``ece_after`` on a small eval split.
+rows (see ``framework.calibration_metrics``), the yardstick for ``ece_after`` on a small eval split;
+``worst_bin_before``/``worst_bin_after`` name the bin that sets each MCE and its row count.
 
 Example::
 
@@ -26,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import Field, field_validator, model_validator
 
-from framework.calibration_metrics import ece_noise, top_label_errors
+from framework.calibration_metrics import ece_noise, top_label_errors, worst_bin
 from framework.plugin_api import CalibrateContext, CalibrationResult
 from framework.registry import PluginParams, calibrators
 
@@ -166,6 +167,7 @@ def _metrics(logits: np.ndarray, label_ids: np.ndarray, temperature: float, bins
     before, after = softmax(logits), softmax(logits, temperature)
     (ece_before, mce_before), (ece_after, mce_after) = (calibration_errors(p, label_ids, bins) for p in (before, after))
     noise = ece_noise(after.max(axis=1), bins)
+    worst = {when: worst_bin(*top_label(p, label_ids), bins) for when, p in (("before", before), ("after", after))}
     return {
         "ece_before": ece_before,
         "ece_after": ece_after,
@@ -178,9 +180,14 @@ def _metrics(logits: np.ndarray, label_ids: np.ndarray, temperature: float, bins
         "accuracy": float((before.argmax(axis=1) == label_ids).mean()),
         "ece_noise_mean": noise.mean,
         "ece_noise_p95": noise.p95,
+        **{f"worst_bin_{when}": b.to_dict() for when, b in worst.items() if b is not None},
         "bins": bins,
         "n": len(label_ids),
     }
+
+
+def _errors_title(metrics: dict, when: str) -> str:
+    return f"ECE {metrics[f'ece_{when}']:.3f}, MCE {metrics[f'mce_{when}']:.3f}"
 
 
 def _fit_all_thresholds(
@@ -242,8 +249,8 @@ def temperature(params: TemperatureParams, ctx: CalibrateContext) -> Calibration
         **_acceptance(probs, label_ids, ctx.labels, thresholds),
     }
     panels = [
-        Panel(f"before (T = 1, ECE {metrics['ece_before']:.3f})", *top_label(softmax(logits), label_ids)),
-        Panel(f"after (T = {fitted_t:.3g}, ECE {metrics['ece_after']:.3f})", *top_label(probs, label_ids)),
+        Panel(f"before (T = 1, {_errors_title(metrics, 'before')})", *top_label(softmax(logits), label_ids)),
+        Panel(f"after (T = {fitted_t:.3g}, {_errors_title(metrics, 'after')})", *top_label(probs, label_ids)),
     ]
     plot = write_reliability_diagram(Path(ctx.work_dir) / PLOT_NAME, panels, params.bins)
     return CalibrationResult(fitted_t, thresholds, global_threshold, metrics, [plot])

@@ -8,9 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from matplotlib.colors import to_rgba
 from pydantic import ValidationError
 
+from framework.calibration_metrics import SMALL_BIN_ROWS
 from framework.plugin_api import CalibrateContext, CalibrationResult
+from framework.plugins.calibrators._plots import MIN_ALPHA, Panel, reliability_figure
 from framework.plugins.calibrators._thresholds import smallest_threshold
 from framework.plugins.calibrators.temperature import (
     TemperatureParams,
@@ -207,6 +210,54 @@ def test_reliability_plot_is_a_png(overconfident) -> None:
     assert data.startswith(PNG_SIGNATURE) and data[12:16] == b"IHDR"
     width, height = struct.unpack(">II", data[16:24])
     assert width > height > 100
+
+
+def test_worst_bins_name_the_bin_behind_each_mce(overconfident) -> None:
+    result, _, _ = overconfident
+    for when in ("before", "after"):
+        worst = result.metrics[f"worst_bin_{when}"]
+        assert abs(worst["accuracy"] - worst["confidence"]) == pytest.approx(result.metrics[f"mce_{when}"], abs=1e-9)
+        assert 1 <= worst["rows"] <= result.metrics["n"] and worst["high"] - worst["low"] == pytest.approx(1 / 15)
+
+
+def _rgb(color: tuple[float, ...]) -> tuple[float, ...]:
+    return tuple(round(c, 3) for c in color[:3])
+
+
+def _colours(artists: list) -> set[tuple[float, ...]]:
+    """Every visible face, edge (hatch) and line colour the artists draw, without alpha."""
+    seen = set()
+    for artist in artists:
+        for getter in ("get_facecolor", "get_edgecolor", "get_color"):
+            color = getattr(artist, getter, lambda: None)()
+            if color is not None and to_rgba(color)[3] > 0:
+                seen.add(_rgb(to_rgba(color)))
+    return seen
+
+
+def test_reliability_diagram_counts_rows_fades_small_bins_and_legends_every_colour() -> None:
+    # 0.35: one wrong row; 0.65: 300 rows right 90% of the time (under-confident); 0.95: 200 rows right 75% (over)
+    confidence = np.array([0.95] * 200 + [0.65] * 300 + [0.35])
+    correct = np.array([1.0] * 150 + [0.0] * 50 + [1.0] * 270 + [0.0] * 30 + [0.0])
+    figure = reliability_figure([Panel("after", confidence, correct)], bins=10)
+    reliability_ax, count_ax = figure.axes
+    [legend] = figure.legends
+    drawn = _colours([*reliability_ax.patches, *reliability_ax.lines])
+    named = _colours(legend.legend_handles)
+    assert drawn <= named, f"colours drawn without a legend entry: {drawn - named}"
+    assert {_rgb((0.839, 0.153, 0.157, 1)), _rgb((1.0, 0.498, 0.055, 1))} <= drawn  # over- and under-confidence
+    labels = [text.get_text() for text in legend.texts]
+    assert labels == [
+        "accuracy of the bin",
+        "over-confident: confidence above accuracy",
+        "under-confident: accuracy above confidence",
+        f"faded: under {SMALL_BIN_ROWS} rows",
+        "perfect calibration",
+    ]
+    assert [text.get_text() for text in count_ax.texts] == ["1", "300", "200"]  # one count per non-empty bin
+    alpha = {round(patch.get_x() + patch.get_width() / 2, 2): patch.get_alpha() for patch in reliability_ax.patches}
+    assert alpha == {0.35: MIN_ALPHA, 0.65: 1.0, 0.95: 1.0}  # the one-row bin is faded, gap included
+    assert count_ax.get_yscale() == "log"
 
 
 def test_calibration_is_deterministic(tmp_path: Path) -> None:
