@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from framework import __version__
+from framework.calibration_metrics import stored_checks
 
 SYNTHETIC_NOTE = (
     "> **Synthetic evaluation.** The test rows were generated from the recipe's own templates, so these "
@@ -58,8 +59,20 @@ def _metrics_lines(manifests: dict[str, dict[str, Any]]) -> list[str]:
         f"| eval accuracy fp32 PyTorch / shipped ONNX | {_pct(export['reference_accuracy'])} / "
         f"{_pct(export['exported_accuracy'])} |"
     )
+    lines += _calibration_check_lines(calibration, evaluation.get("calibration"))
     if evaluation.get("evidence") != "real":
         lines += ["", SYNTHETIC_NOTE]
+    return lines
+
+
+def _calibration_check_lines(calibration: dict[str, Any], held_out: Any) -> list[str]:
+    """The calibration checks of the eval split and of the evaluated split: warnings first, in full."""
+    checks = sorted([*stored_checks(calibration), *stored_checks(held_out)], key=lambda check: check.ok)
+    if not checks:
+        return []
+    lines = ["", "### Calibration checks"]
+    for check in checks:
+        lines += ["", f"- {check.text}" if check.ok else f"> **Warning.** {check.text}"]
     return lines
 
 

@@ -9,8 +9,10 @@ from typing import Any
 
 from pydantic import BaseModel
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
+from framework.calibration_metrics import CalibrationCheck, stored_checks
 from framework.pipeline import Pipeline, StagePlan, State
 from framework.registry import KINDS, REGISTRIES
 from framework.rows import SPLITS
@@ -99,11 +101,16 @@ def model_table(manifests: dict[str, dict[str, Any]]) -> Table:
             f"{calibration.get('ece_before', 0):.4f} -> "
             f"{calibration.get('ece_after', 0):.4f} (T={calibration.get('temperature', 0):.3f})",
         )
+        if "mce_before" in calibration and "mce_after" in calibration:
+            table.add_row(
+                "MCE on eval, before -> after", f"{calibration['mce_before']:.4f} -> {calibration['mce_after']:.4f}"
+            )
     held_out = manifests["evaluate"]["evaluation"]["all"].get("calibration") if "evaluate" in manifests else None
     if held_out:
         table.add_row(
             f"ECE on {manifests['evaluate']['evaluated_split']}, calibrated",
-            f"{held_out['ece']:.4f} (chance level {held_out['ece_noise_mean']:.4f})",
+            f"{held_out['ece']:.4f} (chance level {held_out['ece_noise_mean']:.4f}, "
+            f"95th percentile {held_out['ece_noise_p95']:.4f})",
         )
     if "export" in manifests:
         export = manifests["export"]["export"]
@@ -125,6 +132,23 @@ def model_table(manifests: dict[str, dict[str, Any]]) -> Table:
     return table
 
 
+def calibration_checks_of(manifests: dict[str, dict[str, Any]]) -> list[tuple[str, CalibrationCheck]]:
+    """(stage, check): the eval split's calibration checks, then the evaluated split's (all rows)."""
+    calibration = manifests.get("calibrate", {}).get("calibration")
+    evaluation = (manifests.get("evaluate", {}).get("evaluation") or {}).get("all") or {}
+    return [
+        *(("calibrate", check) for check in stored_checks(calibration)),
+        *(("evaluate", check) for check in stored_checks(evaluation.get("calibration"))),
+    ]
+
+
+def print_calibration_checks(console: Console, manifests: dict[str, dict[str, Any]]) -> None:
+    """Each calibration check on its own line: ``warning`` (yellow) or ``ok`` (green), its stage, its text."""
+    for stage, check in calibration_checks_of(manifests):
+        verdict = "[green]ok[/]" if check.ok else "[yellow]warning[/]"
+        console.print(f"{verdict} {stage}: {escape(check.text)}", highlight=False)
+
+
 def print_run_summary(console: Console, pipeline: Pipeline, plans: list[StagePlan], actions: dict[str, str]) -> None:
     """Everything a user wants to see after ``intentcraft run``."""
     manifests = {plan.stage.name: pipeline.manifest(plan) for plan in plans}
@@ -138,6 +162,7 @@ def print_run_summary(console: Console, pipeline: Pipeline, plans: list[StagePla
         console.print(rejections_table(manifests["validate"], manifests["split"]))
     if "evaluate" in manifests or "train" in manifests:
         console.print(model_table(manifests))
+    print_calibration_checks(console, manifests)
     warnings = [f"{name}: {w}" for name, m in manifests.items() for w in m.get("warnings", [])]
     for warning in warnings:
         console.print(f"[yellow]warning[/] {warning}")

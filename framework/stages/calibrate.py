@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from framework.calibration_metrics import EceNoise, WorstBin, calibration_checks
 from framework.errors import GateFailed, StageError
 from framework.io import atomic_write_json
 from framework.pipeline import StageDef, StageRun
@@ -55,9 +56,29 @@ def run_calibrate(run: StageRun) -> dict[str, Any]:
     atomic_write_json(run.work_dir / CALIBRATION_FILE, calibration)
     _ece_gate(result.metrics, run.recipe.config.calibrate.max_ece, run.warn)
     return {
-        "calibration": {**calibration, **result.metrics},
+        "calibration": {**calibration, **result.metrics, "checks": eval_checks(result.metrics, len(rows))},
         "plots": [str(p.relative_to(run.work_dir)) for p in result.plots],
     }
+
+
+def eval_checks(metrics: dict[str, Any], rows: int) -> list[dict[str, Any]]:
+    """The calibration checks of the eval split (see ``calibration_checks``) from a calibrator's metrics;
+    empty when it reports no ``ece_after`` or no ``ece_noise_p95``."""
+    if metrics.get("ece_after") is None or metrics.get("ece_noise_p95") is None:
+        return []
+    worst = metrics.get("worst_bin_after")
+    checks = calibration_checks(
+        "eval",
+        int(metrics.get("n", rows)),
+        metrics["ece_after"],
+        EceNoise(metrics.get("ece_noise_mean", float("nan")), metrics["ece_noise_p95"]),
+        fitted_here=True,
+        ece_before=metrics.get("ece_before"),
+        mce_before=metrics.get("mce_before"),
+        mce=metrics.get("mce_after"),
+        worst=WorstBin(**worst) if isinstance(worst, dict) else None,
+    )
+    return [check.to_dict() for check in checks]
 
 
 def _ece_gate(metrics: dict[str, Any], limit: float | None, warn: Callable[[str], None]) -> None:
@@ -98,5 +119,6 @@ CALIBRATE = StageDef(
     upstream=("split", "train", "export"),
     config_keys=("calibrate", "intents"),
     run=run_calibrate,
+    version=2,  # 2: calibration checks (ECE against chance, a rising MCE) in the facts
     plugins=lambda recipe: [recipe.bound("calibrate")],
 )

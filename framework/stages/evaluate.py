@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from framework import __version__
+from framework.calibration_metrics import EceNoise, calibration_checks
 from framework.io import atomic_write_json, atomic_write_text, write_jsonl
 from framework.metrics import evaluate_rows, plot_confusion_matrix
 from framework.pipeline import StageDef, StageRun
@@ -51,6 +52,17 @@ def _test_rows(run: StageRun) -> tuple[str, list[dict[str, Any]]]:
     return "eval", split_rows(run, "eval")
 
 
+def add_calibration_checks(evaluation: dict[str, Any], split: str) -> None:
+    """Put the calibration checks of each evaluated part (all, real, synthetic) beside its held-out ECE."""
+    for part in evaluation.values():
+        held_out = (part or {}).get("calibration")
+        if not held_out:
+            continue
+        noise = EceNoise(held_out["ece_noise_mean"], held_out["ece_noise_p95"])
+        checks = calibration_checks(split, part["n"], held_out["ece"], noise, fitted_here=split == "eval")
+        held_out["checks"] = [check.to_dict() for check in checks]
+
+
 def run_evaluate(run: StageRun) -> dict[str, Any]:
     """Produce ``predictions.jsonl``, the confusion matrix and the metrics, from the shipped artifact."""
     config = run.recipe.config
@@ -74,6 +86,7 @@ def run_evaluate(run: StageRun) -> dict[str, Any]:
         worst_k=config.evaluate.worst_examples,
         ece_bins=config.evaluate.ece_bins,
     )
+    add_calibration_checks(evaluation, split)
     matrix = evaluation["all"]["confusion_matrix"]
     title = f"{run.recipe.name}: {split} split ({evaluation['all']['evidence']} rows)"
     plot_confusion_matrix(matrix, labels, run.work_dir / "confusion_matrix.png", title)
@@ -99,4 +112,5 @@ EVALUATE = StageDef(
     upstream=("split", "train", "export", "calibrate"),
     config_keys=("evaluate", "intents"),
     run=run_evaluate,
+    version=2,  # 2: calibration checks (held-out ECE against chance) beside each part's calibration
 )

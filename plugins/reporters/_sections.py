@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from framework.calibration_metrics import stored_checks
 from framework.io import atomic_write_bytes
 from framework.plugin_api import ReportContext
 
@@ -252,17 +253,38 @@ def export(report: Report) -> list[str]:
     return lines + report.plots(EXPORT)
 
 
+def check_lines(facts: Any) -> list[str]:
+    """The calibration checks kept in ``facts["checks"]``: each warning as a quote, then each check passed."""
+    lines = []
+    for check in sorted(stored_checks(facts), key=lambda check: check.ok):
+        lines += [f"**OK.** {check.text}" if check.ok else f"> **Warning.** {check.text}", ""]
+    return lines
+
+
+def _bin_cell(value: Any) -> Any:
+    """A worst bin (``low``, ``high``, ``rows``, ``accuracy``, ``confidence``) in words; anything else as it is."""
+    if not isinstance(value, dict) or not {"low", "high", "rows", "accuracy", "confidence"} <= value.keys():
+        return value
+    rows = f"{value['rows']:,} row{'' if value['rows'] == 1 else 's'}"
+    return Cell(
+        f"{value['low']:.2f}-{value['high']:.2f}: {rows}, accuracy {value['accuracy']:.2f}, "
+        f"confidence {value['confidence']:.2f}"
+    )
+
+
 def calibration(report: Report) -> list[str]:
-    """Temperature, every ``<metric>_before``/``<metric>_after`` pair, thresholds and plots."""
+    """Temperature, every ``<metric>_before``/``<metric>_after`` pair, the checks, thresholds and plots."""
     if report.manifest(CALIBRATE) is None:
         return []
     facts = report.section(CALIBRATE)
     pairs = [key[: -len("_before")] for key in facts if key.endswith("_before") and key[:-7] + "_after" in facts]
     lines = ["## Calibration", ""]
     lines += report.table(
-        ["metric", "before", "after"], [(m, facts[m + "_before"], facts[m + "_after"]) for m in pairs]
+        ["metric", "before", "after"],
+        [(m, _bin_cell(facts[m + "_before"]), _bin_cell(facts[m + "_after"])) for m in pairs],
     )
-    skip = {f"{metric}_{when}" for metric in pairs for when in ("before", "after")}
+    lines += check_lines(facts)
+    skip = {"checks", *(f"{metric}_{when}" for metric in pairs for when in ("before", "after"))}
     thresholds = facts.get("thresholds")
     if isinstance(thresholds, dict):
         skip.add("thresholds")

@@ -17,7 +17,18 @@ from framework.metrics import confusion_table_markdown
 from framework.plugin_api import ReportContext
 from framework.registry import PluginParams, reporters
 
-from ._sections import EVALUATE, Report, as_dict, calibration, data, export, manifests, summary, training
+from ._sections import (
+    EVALUATE,
+    Report,
+    as_dict,
+    calibration,
+    check_lines,
+    data,
+    export,
+    manifests,
+    summary,
+    training,
+)
 
 SYNTHETIC_BANNER = (
     "Synthetic data: these numbers measure agreement with the recipe's own templates, not real-world accuracy."
@@ -103,6 +114,7 @@ def _evaluation_part(report: Report, part: dict[str, Any], level: str) -> list[s
     held_out = as_dict(part.get("calibration"))
     if held_out:
         lines += [f"{level} Calibration on these rows", "", *_metrics(report, held_out, CALIBRATION)]
+        lines += check_lines(held_out)
     routed = as_dict(part.get("routed"))
     if routed:
         lines += [f"{level} Routing after abstention", "", *_metrics(report, routed, ROUTED)]

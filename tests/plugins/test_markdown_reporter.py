@@ -7,10 +7,12 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from framework.calibration_metrics import EceNoise, WorstBin, calibration_checks
 from framework.metrics import evaluate_rows
 from framework.plugin_api import ReportContext
 from framework.plugins.reporters.markdown import MIXED_NOTE, REAL_NOTE, SYNTHETIC_BANNER, Params, markdown
 from framework.registry import reporters
+from framework.stages.evaluate import add_calibration_checks
 
 LABELS = ["FindCallers", "TextSearch", "Ambiguous"]
 FAKE_PNG = b"\x89PNG\r\n\x1a\n-not-really-an-image"
@@ -149,6 +151,43 @@ def test_mixed_evidence_reports_real_and_synthetic_parts_apart(tmp_path: Path) -
     assert real < text.index(REAL_NOTE) < synthetic < text.index(SYNTHETIC_BANNER)
     assert text.count(SYNTHETIC_BANNER) == 1
     assert "| headline | accuracy 0.5000 on 2 real rows (benchmark evidence) |" in text  # never the mixed number
+
+
+def test_calibration_checks_are_written_out_where_their_metrics_are(tmp_path: Path) -> None:
+    run = manifests([False, False, True, True])
+    add_calibration_checks(run["evaluate"]["evaluation"], "test")  # as the evaluate stage does: 2 rows per part
+    worst = WorstBin(low=0.6, high=2 / 3, rows=2, accuracy=0.0, confidence=0.62)
+    eval_checks = calibration_checks(
+        "eval",
+        20,
+        0.0213,
+        EceNoise(0.004, 0.009),
+        fitted_here=True,
+        ece_before=0.0812,
+        mce_before=0.3,
+        mce=0.62,
+        worst=worst,
+    )
+    run["calibrate"]["calibration"].update(mce_before=0.3, mce_after=0.62, checks=[c.to_dict() for c in eval_checks])
+    text = report_text(tmp_path, run)
+    calibration, real, synthetic = (text.index(h) for h in ("## Calibration", "### Real rows", "### Synthetic rows"))
+    ece_warning = text.index(
+        "> **Warning.** Eval ECE 0.0213 after calibration is above what a perfectly calibrated model would show on 20 "
+        "rows (95th percentile 0.0090): the confidences are measurably off (confidence and accuracy differ by 2.13 "
+        "percentage points on average), even on the rows the temperature was fitted on"
+    )
+    mce_warning = text.index(
+        "> **Warning.** MCE rose with calibration (0.3000 -> 0.6200). MCE is the gap between confidence and accuracy "
+        "in the single worst bin, so one bin decides it: here confidences 0.60-0.67, 2 of 20 eval rows (accuracy "
+        "0.00, mean confidence 0.62); one row more or less right moves its accuracy by 0.50; a perfectly calibrated "
+        "bin of 2 rows at that confidence shows a gap this large 14% of the time, so this MCE is noise."
+    )
+    assert calibration < ece_warning < mce_warning < real
+    within = (
+        "**OK.** Test ECE 0.4500 is within what a perfectly calibrated model would show on 2 rows (95th percentile "
+        "{p95}): no miscalibration measurable on this many rows."
+    )
+    assert real < text.index(within.format(p95="0.5500")) < synthetic < text.index(within.format(p95="0.6500"))
 
 
 def test_missing_stages_are_skipped(tmp_path: Path) -> None:
