@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import sys
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,13 +21,40 @@ from framework.errors import IntentcraftError
 from framework.io import atomic_write_json, atomic_write_text
 from framework.pipeline import Pipeline, StagePlan
 from framework.plugin_api import ReportContext
-from framework.progress import STDERR
+from framework.progress import LOG, STDERR, format_seconds, say
 from framework.redact import redact, scrub, secret_values
 from framework.stages import STAGES
 from framework.summary import print_run_summary
 
 # Hydra writes its own unredacted copies of the config and overrides under .hydra/; intentcraft writes redacted ones.
 HYDRA_FORCED = ("hydra.output_subdir=null",)
+# Libraries whose INFO lines would bury intentcraft's in the run log (onnxruntime's quantizer logs on the root
+# logger, its transformer optimizer under bare module names); their warnings still get through.
+NOISY_LOGGERS = (
+    "onnxruntime",
+    "fusion_base",
+    "onnx_model",
+    "onnx_model_bert",
+    "transformers",
+    "datasets",
+    "huggingface_hub",
+    "httpx",
+    "httpcore",
+    "litellm",
+    "LiteLLM",
+    "LiteLLM Router",
+    "LiteLLM Proxy",
+    "openai",
+    "aiohttp",
+    "urllib3",
+    "filelock",
+    "fsspec",
+    "matplotlib",
+    "PIL",
+    "torch",
+    "numexpr",
+)
+SUMMARY_WIDTH = 120  # columns of the summary tables written to the run log
 
 
 @dataclass(frozen=True)
@@ -90,6 +121,68 @@ def scrub_log_records(secrets: list[str] | None = None) -> None:
     logging.setLogRecordFactory(factory)
 
 
+@contextlib.contextmanager
+def quiet_libraries() -> Iterator[None]:
+    """For one run: the root logger and ``NOISY_LOGGERS`` at WARNING, intentcraft's own logger at INFO."""
+    names = ("", *NOISY_LOGGERS, LOG.name)
+    saved = {name: logging.getLogger(name).level for name in names}
+    for name in ("", *NOISY_LOGGERS):
+        logger = logging.getLogger(name)
+        logger.setLevel(max(logger.level, logging.WARNING))
+    LOG.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        for name, level in saved.items():
+            logging.getLogger(name).setLevel(level)
+
+
+@dataclass
+class StageLines:
+    """The line each stage gets when it starts (stderr and the run log) and ends (``console`` and the run log)."""
+
+    console: Console
+    pipeline: Pipeline
+    clock: Callable[[], float] = time.monotonic
+    actions: dict[str, str] = field(default_factory=dict)
+    started: dict[str, float] = field(default_factory=dict)
+
+    def start(self, plan: StagePlan) -> None:
+        """Say that a stage starts, and why it must run."""
+        self.started[plan.stage.name] = self.clock()
+        why = f"{plan.state.value.lower()}: {plan.reason}" if plan.reason else "forced"
+        say(f"{plan.stage.name}: started ({why})", markup=False)
+
+    def end(self, plan: StagePlan, action: str) -> None:
+        """Say how a stage ended: ran, cached (or reused from another run) or stopped, and how long it took."""
+        self.actions[plan.stage.name] = action
+        name, fingerprint = plan.stage.name, plan.fingerprint[:12]
+        verb = {"ran": "[green]ran[/]", "cached": "[dim]cached[/]", "stopped": "[yellow]PARTIAL[/]"}[action]
+        detail = self._detail(plan, action)
+        self.console.print(f"{name}: {verb} ({fingerprint}){detail}", soft_wrap=True)
+        LOG.info(f"{name}: {'PARTIAL' if action == 'stopped' else action} ({fingerprint}){detail}")
+
+    def _detail(self, plan: StagePlan, action: str) -> str:
+        started = self.started.get(plan.stage.name)
+        took = format_seconds(self.clock() - started) if started is not None else ""
+        if action == "ran":
+            return f" in {took}"
+        if action == "stopped":
+            return f" after {took}"
+        if started is not None:
+            return f", computed by another run while this one waited {took}"
+        seconds = self.pipeline.manifest(plan).get("seconds")
+        return "" if seconds is None else f", computed by an earlier run in {format_seconds(seconds)}"
+
+
+def log_summary(pipeline: Pipeline, plans: list[StagePlan], actions: dict[str, str], lines: list[str]) -> None:
+    """Write the summary the user sees at the end of a run (stages, rows, rejections, metrics) to the run log."""
+    buffer = io.StringIO()
+    plain = Console(file=buffer, width=SUMMARY_WIDTH, color_system=None, force_terminal=False, emoji=False)
+    print_run_summary(plain, pipeline, plans, actions)
+    LOG.info("\n".join(["run summary:", buffer.getvalue().rstrip(), *lines]))
+
+
 def _report(pipeline: Pipeline, plans: list[StagePlan], run_dir: Path) -> Path | None:
     """Write the run's report with the recipe's reporter (every run, cached stages included)."""
     bound = pipeline.recipe.bound("report")
@@ -119,18 +212,15 @@ def run_recipe(
     """Validate, run the stages that are not current, record the run, write the report, print the summary."""
     recipe = check_recipe(container, source)
     pipeline = Pipeline(STAGES, recipe, Path(recipe.config.paths.outputs))
-    actions: dict[str, str] = {}
-
-    def on_stage(plan: StagePlan, action: str) -> None:
-        actions[plan.stage.name] = action
-        verb = {"ran": "[green]ran[/]", "cached": "[dim]cached[/]", "stopped": "[yellow]PARTIAL[/]"}[action]
-        console.print(f"{plan.stage.name}: {verb} ({plan.fingerprint[:12]})")
-
-    plans = pipeline.run(on_stage, force=options.force, until=options.until, limit=options.limit)
+    lines = StageLines(console, pipeline)
+    LOG.info(f"run of recipe {recipe.name} ({source}) in {run_dir}")
+    plans = pipeline.run(lines.end, force=options.force, until=options.until, limit=options.limit, on_start=lines.start)
+    actions = lines.actions
     _record(run_dir, recipe, container, plans, actions)
     if plans and actions.get(plans[-1].stage.name) == "stopped":
         console.print(f"[yellow]stopped early:[/] {escape(plans[-1].reason)}")
         console.print(f"run record: {run_dir}")
+        LOG.info(f"stopped early: {plans[-1].reason}")
         return plans
     report = _report(pipeline, plans, run_dir)
     bundle = _link_bundle(plans, run_dir)
@@ -141,6 +231,8 @@ def run_recipe(
         console.print(f"[bold green]bundle:[/] {bundle}  (also linked from {run_dir / 'bundle'})")
         console.print(f'try it: intentcraft predict {bundle} "your query"')
     console.print(f"run record: {run_dir}")
+    where = [f"{name}: {path}" for name, path in (("report", report), ("bundle", bundle)) if path is not None]
+    log_summary(pipeline, plans, actions, where)
     return plans
 
 
@@ -161,9 +253,11 @@ def launch(ref: RecipeRef, multirun: bool, options: RunOptions, console: Console
         if hydra_cfg.mode == RunMode.MULTIRUN:
             _scrub_file(Path(hydra_cfg.sweep.dir) / "multirun.yaml")
         try:
-            run_recipe(container, str(ref.path), Path(hydra_cfg.runtime.output_dir), options, console)
+            with quiet_libraries():
+                run_recipe(container, str(ref.path), Path(hydra_cfg.runtime.output_dir), options, console)
         except IntentcraftError as exc:
             STDERR.print("[bold red]error:[/] " + escape(scrub(str(exc))), highlight=False, soft_wrap=True)
+            LOG.info(f"run failed (exit code {exc.exit_code}): {exc}")  # INFO: the console handler shows WARNING+
             if hydra_cfg.mode != RunMode.MULTIRUN:
                 raise SystemExit(exc.exit_code) from None
             failures.append(exc.exit_code)

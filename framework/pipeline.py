@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import platform
 import shutil
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,7 +23,7 @@ from framework import __version__
 from framework.config.check import ValidatedRecipe
 from framework.errors import IntentcraftError, StageStopped
 from framework.io import atomic_write_json, dumps_canonical, publish_dir, read_json, sha256_bytes
-from framework.progress import Progress
+from framework.progress import Progress, say
 from framework.redact import redact
 from framework.stage_lock import lock_holder, make_staging_dir, remove_stale_staging, stage_lock
 
@@ -130,10 +129,9 @@ def resume_dir(directory: Path) -> Path:
 
 
 def say_waiting(plan: StagePlan, pid: int | None) -> None:
-    """Tell the user (on stderr) that a stage waits for another run computing it."""
+    """Tell the user (on stderr and in the run log) that a stage waits for another run computing it."""
     holder = f"pid {pid}" if pid is not None else "pid unknown"
-    sys.stderr.write(f"{plan.stage.name}: waiting for another run ({holder}) computing this stage...\n")
-    sys.stderr.flush()
+    say(f"{plan.stage.name}: waiting for another run ({holder}) computing this stage...", markup=False)
 
 
 class Pipeline:
@@ -196,10 +194,12 @@ class Pipeline:
         until: str | None = None,
         limit: int | None = None,
         on_wait: Callable[[StagePlan, int | None], None] = say_waiting,
+        on_start: Callable[[StagePlan], None] = lambda plan: None,
     ) -> list[StagePlan]:
         """Run every stage that is not current, up to and including ``until``; returns the stages done.
 
-        ``on_stage(plan, "cached" | "ran" | "stopped")`` is called after each stage. ``limit`` caps the
+        ``on_start(plan)`` is called before a stage that is not current (or forced) is computed, and
+        ``on_stage(plan, "cached" | "ran" | "stopped")`` after each stage. ``limit`` caps the
         records a resumable stage requests in this run; a stage that stops short ends the run there, its
         plan left PARTIAL with the reason. A stage is computed under its lock (``stage_lock``); when another
         process holds it, ``on_wait(plan, its pid)`` is called once and the run waits for it.
@@ -212,8 +212,10 @@ class Pipeline:
         for plan in plans:
             if plan.state is State.CURRENT and not force:
                 on_stage(plan, "cached")
-            elif not self._run_locked(plan, upstream_dirs, force, limit, on_stage, on_wait):
-                return plans[: plans.index(plan) + 1]
+            else:
+                on_start(plan)
+                if not self._run_locked(plan, upstream_dirs, force, limit, on_stage, on_wait):
+                    return plans[: plans.index(plan) + 1]
             upstream_dirs[plan.stage.name] = plan.directory
             self._remember(plan)
         return plans
@@ -259,7 +261,7 @@ class Pipeline:
         resume = resume_dir(plan.directory)
         (resume / STOPPED).unlink(missing_ok=True)
         started = time.time()
-        with Progress() as progress:
+        with Progress(label=plan.stage.name) as progress:
             run = StageRun(self.recipe, staging, inputs, progress, [], resume, limit, plan.fingerprint)
             try:
                 details = plan.stage.run(run)
