@@ -11,6 +11,7 @@ import io
 import logging
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -150,6 +151,17 @@ def torch_logits(model: Any, tokenizer: Any, texts: list[str], max_length: int, 
     return np.concatenate(out) if out else np.zeros((0, model.config.num_labels), dtype=np.float32)
 
 
+PHASES = 6  # steps of the export's progress bar: load, graph, fusions, parity, quantization, accuracy
+
+
+@contextlib.contextmanager
+def _phase(bar: Any, name: str) -> Iterator[None]:
+    """One step of the export's progress bar, named in its note while it runs."""
+    bar.note(name)
+    yield
+    bar(1)
+
+
 def _accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
     return float((logits.argmax(-1) == labels).mean()) if len(labels) else float("nan")
 
@@ -158,16 +170,21 @@ def _accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
 def onnx_exporter(params: OnnxParams, ctx: ExportContext) -> ExportResult:
     """Export to ONNX, fuse, quantize to INT8, and check parity and accuracy against PyTorch."""
     started = time.perf_counter()
-    tokenizer, model = _load_reference(ctx.model_dir)
+    bar = ctx.task("export", PHASES, unit="steps")
+    with _phase(bar, "loading the model"):
+        tokenizer, model = _load_reference(ctx.model_dir)
     raw, fused, int8 = (ctx.work_dir / name for name in ("model.raw.onnx", "model.fp32.onnx", "model.int8.onnx"))
-    _export_graph(model, tokenizer, raw, params.opset)
-    fp32 = _optimize(raw, fused, model.config, ctx.warn) if params.optimize else raw
+    with _phase(bar, "ONNX graph"):
+        _export_graph(model, tokenizer, raw, params.opset)
+    with _phase(bar, "onnxruntime fusions"):
+        fp32 = _optimize(raw, fused, model.config, ctx.warn) if params.optimize else raw
     tokenizer_json = ctx.model_dir / "tokenizer.json"
     texts = [row["text"] for row in ctx.eval_rows]
     labels = np.array([ctx.labels.index(row["intent"]) for row in ctx.eval_rows], dtype=np.int64)
     parity_texts = texts[: params.parity_rows] or ["an example query"]
-    reference = torch_logits(model, tokenizer, parity_texts, ctx.max_length)
-    exported = OnnxTextClassifier(fp32, tokenizer_json, ctx.max_length).logits(parity_texts)
+    with _phase(bar, "parity with PyTorch"):
+        reference = torch_logits(model, tokenizer, parity_texts, ctx.max_length)
+        exported = OnnxTextClassifier(fp32, tokenizer_json, ctx.max_length).logits(parity_texts)
     parity = float(np.abs(reference - exported).max())
     if parity > params.parity_tolerance:
         raise StageError(
@@ -175,13 +192,14 @@ def onnx_exporter(params: OnnxParams, ctx: ExportContext) -> ExportResult:
             f"export.parity_tolerance={params.parity_tolerance}); the export is wrong, not the model. Try "
             "export.optimize=false, and report the model architecture if that does not fix it."
         )
-    if params.quantize:
-        _quantize(fp32, int8, params)
+    with _phase(bar, "INT8 quantization" if params.quantize else "no quantization (export.quantize=false)"):
+        if params.quantize:
+            _quantize(fp32, int8, params)
     shipped = int8 if params.quantize else fp32
-    bar = ctx.task("export: accuracy on eval", None)
-    reference_accuracy = _accuracy(torch_logits(model, tokenizer, texts, ctx.max_length), labels)
-    exported_accuracy = _accuracy(OnnxTextClassifier(shipped, tokenizer_json, ctx.max_length).logits(texts), labels)
-    bar(1)
+    with _phase(bar, f"accuracy on {len(texts)} eval rows"):
+        reference_accuracy = _accuracy(torch_logits(model, tokenizer, texts, ctx.max_length), labels)
+        exported = OnnxTextClassifier(shipped, tokenizer_json, ctx.max_length).logits(texts)
+        exported_accuracy = _accuracy(exported, labels)
     if fp32 != raw:
         raw.unlink(missing_ok=True)
     sizes = {p.name: p.stat().st_size for p in (fp32, shipped) if p.exists()}

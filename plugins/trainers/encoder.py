@@ -201,8 +201,8 @@ def _train_epoch(session: _Session, optimizer: Any, scheduler: Any, bar: Any) ->
         scheduler.step()
         seen += size
         loss_sum += float(loss.detach()) * size
-        bar(1)
         bar.note(f"loss {loss_sum / seen:.4f} · {seen / (time.perf_counter() - started):.0f} ex/s")
+        bar(1)
     return loss_sum / seen
 
 
@@ -235,7 +235,7 @@ def _fit(session: _Session, ctx: TrainContext) -> list[dict[str, Any]]:
     best_state, stale = None, 0
     for epoch in range(1, params.epochs + 1):
         started = time.perf_counter()
-        bar = ctx.task(f"train: epoch {epoch}/{params.epochs}", steps_per_epoch)
+        bar = ctx.task(f"train: epoch {epoch}/{params.epochs}", steps_per_epoch, unit="steps")
         loss = _train_epoch(session, optimizer, scheduler, bar)
         record = _epoch_record(session, epoch, loss, time.perf_counter() - started)
         history.append(record)
