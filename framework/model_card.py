@@ -81,9 +81,15 @@ def render_card(recipe: Any, manifests: dict[str, dict[str, Any]], data_counts: 
     config = recipe.config
     train = manifests["train"]["train"]
     intents = [
-        f"- `{name}`{' (fallback)' if spec.out_of_scope else ''}: {spec.description}".rstrip(": ")
+        f"- `{spec.label or name}`{f' (intent `{name}`)' if spec.label else ''}"
+        f"{' (fallback)' if spec.out_of_scope else ''}: {spec.description}".rstrip(": ")
         for name, spec in config.intents.items()
     ]
+    if config.display_labels:
+        intents.append(
+            f"\n{len(config.display_labels)} labels from the data are not valid intent names: the recipe uses the "
+            "name in brackets, the router returns the label (`intent_names` in `bundle.json` maps one to the other)."
+        )
     lines = [
         f"# {config.name} intent router",
         "",

@@ -9,12 +9,13 @@ from typing import Any
 
 from framework import __version__
 from framework.calibration_metrics import EceNoise, calibration_checks
-from framework.io import atomic_write_json, atomic_write_text, write_jsonl
+from framework.io import atomic_write_json, atomic_write_text, read_json, write_jsonl
 from framework.metrics import evaluate_rows, plot_confusion_matrix
 from framework.pipeline import StageDef, StageRun
 from framework.runtime import Router, write_checksums
 from framework.stages.calibrate import CALIBRATION_FILE
 from framework.stages.common import exported_model_path, model_input_names, runtime_facts, split_rows
+from framework.stages.shipped_labels import intent_names, shipped_calibration, shipped_labels, to_intent_name
 
 CANDIDATE = "bundle"
 
@@ -26,8 +27,11 @@ def assemble_bundle(run: StageRun, target: Path, card: str, extra: dict[str, Any
     target.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(exported_model_path(export_dir), target / "model.onnx")
     shutil.copyfile(train_dir / "model" / "tokenizer.json", target / "tokenizer.json")
-    shutil.copyfile(run.inputs["calibrate"] / CALIBRATION_FILE, target / "calibration.json")
-    atomic_write_json(target / "labels.json", {"labels": facts["labels"]})
+    display = run.recipe.config.display_labels
+    calibration = read_json(run.inputs["calibrate"] / CALIBRATION_FILE)
+    atomic_write_json(target / "calibration.json", shipped_calibration(calibration, display))
+    atomic_write_json(target / "labels.json", {"labels": shipped_labels(facts["labels"], display)})
+    names = {"intent_names": intent_names(display)} if display else {}
     atomic_write_json(
         target / "bundle.json",
         {
@@ -36,6 +40,7 @@ def assemble_bundle(run: StageRun, target: Path, card: str, extra: dict[str, Any
             "max_length": facts["max_length"],
             "created_by": f"intentcraft {__version__}",
             "inputs": model_input_names(target / "model.onnx"),
+            **names,
             **(extra or {}),
         },
     )
@@ -74,12 +79,13 @@ def run_evaluate(run: StageRun) -> dict[str, Any]:
     for start in range(0, len(rows), step):
         results += router.predict([row["text"] for row in rows[start : start + step]])
         bar(min(step, len(rows) - start))
-    labels = list(router.labels)
+    names = intent_names(config.display_labels)  # the router answers with data labels; metrics use intent names
+    labels = [to_intent_name(label, names) or "" for label in router.labels]
     evaluation = evaluate_rows(
         rows,
-        [r.predicted or "" for r in results],
+        [to_intent_name(r.predicted, names) or "" for r in results],
         [r.confidence for r in results],
-        [r.intent for r in results],
+        [to_intent_name(r.intent, names) for r in results],
         [r.decision for r in results],
         labels,
         config.fallback_intent,
