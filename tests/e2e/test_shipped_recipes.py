@@ -83,6 +83,9 @@ def _check_model_stages_and_bundle(outputs: Path, test_rows: list[dict], summary
     assert right / len(sample) >= 0.95, f"the shipped bundle routed {right} of {len(sample)} test rows right"
     for expected in ("accuracy (test split, synthetic rows)", "ECE on eval, before -> after", "bundle:"):
         assert expected in summary
+    from bench.readme_examples import check
+
+    assert check(bundle) == [], "README's routed-examples table no longer matches the default bundle"
 
 
 @pytest.mark.slow
