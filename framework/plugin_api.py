@@ -20,13 +20,27 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from framework.config.schema import IntentSpec
 
 
 def _ignore(*_: object) -> None:
     return None
+
+
+class ProgressBar(Protocol):
+    """One progress bar: ``bar(n)`` advances it; ``bar.note(text)`` shows live figures (loss, phase) beside it."""
+
+    def __call__(self, n: int = 1) -> None: ...
+
+    def note(self, text: str) -> None: ...
+
+
+class TaskFactory(Protocol):
+    """``task(description, total, unit="rows")`` adds a bar (``framework.progress.Progress.task``)."""
+
+    def __call__(self, description: str, total: int | None, unit: str = "rows") -> ProgressBar: ...
 
 
 @dataclass
@@ -126,7 +140,7 @@ class TrainContext:
     labels: list[str]
     work_dir: Path
     seed: int
-    task: Callable[[str, int | None], Callable[[int], None]]
+    task: TaskFactory
     warn: Callable[[str], None] = _ignore
     log: Callable[[str], None] = _ignore
 
@@ -148,7 +162,7 @@ class ExportContext:
     eval_rows: list[dict[str, Any]]
     max_length: int
     work_dir: Path
-    task: Callable[[str, int | None], Callable[[int], None]]
+    task: TaskFactory
     warn: Callable[[str], None] = _ignore
 
 

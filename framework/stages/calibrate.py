@@ -16,6 +16,7 @@ from framework.runtime.onnx_classifier import OnnxTextClassifier
 from framework.stages.common import exported_model_path, runtime_facts, split_rows
 
 CALIBRATION_FILE = "calibration.json"
+LOGIT_CHUNK = 256
 
 
 def exported_model(run: StageRun) -> tuple[OnnxTextClassifier, dict[str, Any]]:
@@ -34,8 +35,11 @@ def run_calibrate(run: StageRun) -> dict[str, Any]:
     model, facts = exported_model(run)
     labels = facts["labels"]
     bar = run.progress.task("calibrate: eval logits", len(rows))
-    logits = model.logits([row["text"] for row in rows])
-    bar(len(rows))
+    chunks = []
+    for start in range(0, len(rows), LOGIT_CHUNK):  # in chunks, so that long eval splits show progress
+        chunks.append(model.logits([row["text"] for row in rows[start : start + LOGIT_CHUNK]]))
+        bar(len(chunks[-1]))
+    logits = np.concatenate(chunks)
     fallback = run.recipe.config.fallback_intent
     context = CalibrateContext(
         logits=logits,
