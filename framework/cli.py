@@ -158,6 +158,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     recipe = preflight(ref, args.multirun)
     check_outputs_dir(recipe.config.paths.outputs)
     _describe_derived(recipe)
+    if recipe.config.notice:
+        OUT.print(f"[yellow]note:[/] {escape(recipe.config.notice)}")
     options = RunOptions(args.force, args.until, args.limit)
     return launch(ref, multirun=args.multirun, options=options, console=OUT)
 

@@ -225,6 +225,8 @@ def run_recipe(
     report = _report(pipeline, plans, run_dir)
     bundle = _link_bundle(plans, run_dir)
     print_run_summary(console, pipeline, plans, actions)
+    if recipe.config.notice:
+        console.print(f"[yellow]note:[/] {escape(recipe.config.notice)}")
     if report is not None:
         console.print(f"report: {report}")
     if bundle is not None:

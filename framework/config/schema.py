@@ -139,11 +139,12 @@ class PathsConfig(StrictModel):
 
 
 class RecipeConfig(StrictModel):
-    """A whole composed recipe."""
+    """A whole composed recipe (``notice``: a line printed when a run starts and ends, e.g. by ``+debug``)."""
 
     schema_version: Literal[1] = 1
     name: str
     description: str = ""
+    notice: str = Field(default="", max_length=500)
     seed: int = 13
     paths: PathsConfig = Field(default_factory=PathsConfig)
     slots: dict[str, list[str]] = Field(default_factory=dict)

@@ -99,6 +99,8 @@ def test_debug_config_shrinks_the_run() -> None:
     full = load_recipe(REPO / "recipes" / "code_search.yaml")
     debug = load_recipe(REPO / "recipes" / "code_search.yaml", "+debug=default")
     assert debug.config.generate.samples_per_intent < full.config.generate.samples_per_intent
+    assert full.config.notice == "" and debug.config.notice.startswith("debug run (+debug=default): 60 rows")
+    assert debug.config.export.max_accuracy_drop == 1.0 and debug.config.calibrate.max_ece is None
 
 
 def test_recipe_names_listed() -> None:

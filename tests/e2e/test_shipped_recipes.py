@@ -98,6 +98,9 @@ def test_debug_run_of_the_default_recipe_goes_through_every_stage(tmp_path: Path
     train = _manifest(tmp_path / "outputs", "train")["train"]
     assert train["epochs_run"] == 8 and train["best_eval_accuracy"] >= 0.5, train
     assert (stage_dir(tmp_path / "outputs", "bundle") / "bundle" / "model.onnx").is_file()
+    flat = " ".join(done.stdout.split())
+    assert flat.count("note: debug run (+debug=default)") == 2, done.stdout  # when the run starts and ends
+    assert "not how good the router is" in flat
 
 
 def test_support_desk_recipe_groups_templates_into_one_split(tmp_path: Path) -> None:
