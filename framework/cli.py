@@ -192,7 +192,7 @@ def _describe_derived(recipe: ValidatedRecipe) -> None:
     """Print where ``intents_from`` took the intents from and every label it renamed."""
     if recipe.derived is not None:
         for line in recipe.derived.describe():
-            OUT.print(line, markup=False, highlight=False)
+            OUT.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 def cmd_status(args: argparse.Namespace) -> int:

@@ -205,7 +205,11 @@ def _trial_render(env: jinja2.Environment, path: str, source: str, values: dict[
     return None
 
 
-def _content_issues(config: RecipeConfig, bound: dict[str, BoundPlugin]) -> list[ConfigIssue]:
+def _content_issues(
+    config: RecipeConfig, bound: dict[str, BoundPlugin], from_data: frozenset[str] = frozenset()
+) -> list[ConfigIssue]:
+    """Slots, templates and plugin ``check_recipe`` hooks; intents ``from_data`` (added by ``intents_from``)
+    need no templates: generators make rows only for those written for them."""
     issues: list[ConfigIssue] = []
     for name, values in config.slots.items():
         if not values:
@@ -219,6 +223,8 @@ def _content_issues(config: RecipeConfig, bound: dict[str, BoundPlugin]) -> list
                     ConfigIssue(f"intents.{intent}.slots.{name}", "slot list is empty; give at least one value")
                 )
         described_for_llm = uses_llm and bool(spec.description)
+        if intent in from_data:
+            continue
         if not spec.templates and not spec.examples and not config.sources and not described_for_llm:
             issues.append(ConfigIssue(f"intents.{intent}", "intent is empty: give it templates (and examples)"))
         elif uses_templates and not spec.templates:
@@ -233,25 +239,32 @@ def _content_issues(config: RecipeConfig, bound: dict[str, BoundPlugin]) -> list
     return issues
 
 
-def boolean_key_issues(node: Any, path: str = "") -> list[ConfigIssue]:
-    """Keys that YAML read as booleans (an unquoted ``yes``, ``no``, ``on``, ``off``): names and labels are text."""
+def key_type_issues(node: Any, path: str = "") -> list[ConfigIssue]:
+    """Keys that are not text: YAML reads an unquoted ``yes``/``no``/``on``/``off``/``true``/``false`` as a
+    boolean, and an intent named by a number (``3:``) is not a name."""
     issues: list[ConfigIssue] = []
     if isinstance(node, dict):
         for key, value in node.items():
+            where = path or "<recipe>"
             if isinstance(key, bool):
-                spelled = "yes, on or true" if key else "no, off or false"
-                issues.append(
-                    ConfigIssue(
-                        path or "<recipe>",
-                        f"has a key YAML read as the boolean {key} (an unquoted {spelled}); names and labels are "
-                        f"text, so quote it: '{'yes' if key else 'no'}': ... (or \"{'yes' if key else 'no'}\": ...)",
-                    )
+                spelled = "'yes', 'on' or 'true'" if key else "'no', 'off' or 'false'"
+                message = (
+                    f"has a key YAML read as the boolean {key} (from an unquoted {spelled.replace(chr(39), '')}); "
+                    f"names and labels are text, so quote the key as your data spells it ({spelled})"
                 )
+                issues.append(ConfigIssue(where, message))
+            elif path == "intents" and not isinstance(key, str):
+                message = (
+                    f"has the key {key!r}, which is not a name (intent names start with a letter); for labels such "
+                    "as this one, take the intents from the data (intents_from: sources.NAME) or map the label to "
+                    "a name with the source's label_map"
+                )
+                issues.append(ConfigIssue(where, message))
             else:
-                issues += boolean_key_issues(value, f"{path}.{key}" if path else str(key))
+                issues += key_type_issues(value, f"{path}.{key}" if path else str(key))
     elif isinstance(node, list):
         for index, item in enumerate(node):
-            issues += boolean_key_issues(item, f"{path}[{index}]")
+            issues += key_type_issues(item, f"{path}[{index}]")
     return issues
 
 
@@ -261,7 +274,7 @@ def check_recipe(raw: dict[str, Any], source: str) -> ValidatedRecipe:
     With ``intents_from``, the named sources are read first and their labels become intents (see
     :mod:`framework.config.intents_from`); the returned recipe's ``raw`` holds the expanded intents.
     """
-    issues: list[ConfigIssue] = credential_issues(raw) + boolean_key_issues(raw)
+    issues: list[ConfigIssue] = credential_issues(raw) + key_type_issues(raw)
     if issues:
         raise RecipeError(source, issues)
     original = raw
@@ -281,7 +294,7 @@ def check_recipe(raw: dict[str, Any], source: str) -> ValidatedRecipe:
         else:
             bound[path] = result
     if config is not None:
-        issues += _content_issues(config, bound)
+        issues += _content_issues(config, bound, frozenset(derived.added) if derived else frozenset())
     if issues or config is None:
         raise RecipeError(source, issues)
     return ValidatedRecipe(

@@ -103,6 +103,9 @@ def derive_intents(
             f"intents_from accepts: {where} probably names a column of free text, not labels. Check it"
         )
         return raw, None, [ConfigIssue("intents_from", message)]
+    declared = raw.get("intents") if isinstance(raw.get("intents"), dict) else {}
+    if len(set(rows) | {str(name) for name in declared}) < 2:
+        return raw, None, [_too_few(tuple(names), rows)]
     mappable = {name for name in raw.get("sources") or {} if _has_label_map(bind(name))}
     return _expand(raw, tuple(names), rows, mappable)
 
@@ -173,24 +176,31 @@ def _expand(
 ) -> tuple[dict[str, Any], DerivedIntents, list[ConfigIssue]]:
     declared = raw.get("intents") if isinstance(raw.get("intents"), dict) else {}
     intents: dict[Any, Any] = dict(declared)
+    by_label = {spec["label"]: name for name, spec in declared.items() if isinstance(spec, dict) and spec.get("label")}
     taken = {str(k) for k in intents} | set(rows)
+    claimed: set[str] = set()  # declared intents a label has joined: a second label never joins the same one
     added, renamed = [], {}
     for label in sorted(rows):
-        if label in intents:
+        if label in by_label:  # a declared intent says it is this label (e.g. to mark it out_of_scope)
+            name = by_label[label]
+        elif label in declared or re.match(NAME_PATTERN, label):
+            claimed.add(label)
+            if label not in declared:
+                intents[label] = {}
+                added.append(label)
             continue
-        if re.match(NAME_PATTERN, label):
-            intents[label] = {}
-            added.append(label)
-            continue
-        name = intent_name(label, taken - (set(declared) - set(rows)))
-        renamed[label] = name
-        spec = intents.get(name)
-        if isinstance(spec, dict):  # declared by hand (e.g. to give it a description): the label joins it
-            intents[name] = {**spec, "label": spec.get("label") or label}
         else:
-            intents[name] = {"label": label}
-            added.append(name)
-        taken.add(name)
+            name = intent_name(label, set())
+            spec = declared.get(name)
+            if not isinstance(spec, dict) or name in claimed or name in rows or spec.get("label"):
+                name = intent_name(label, taken)
+                intents[name] = {"label": label}
+                added.append(name)
+                taken.add(name)
+            else:  # declared by hand under the name the label gets (e.g. to give it a description): it joins
+                intents[name] = {**spec, "label": label}
+        claimed.add(name)
+        renamed[label] = name
     expanded = {**raw, "intents": intents}
     if renamed and isinstance(raw.get("sources"), dict):
         expanded["sources"] = {
@@ -201,11 +211,24 @@ def _expand(
     return expanded, derived, []
 
 
+def _too_few(names: tuple[str, ...], rows: Counter[str]) -> ConfigIssue:
+    """A router needs two intents; the sources gave fewer labels."""
+    found = ", ".join(repr(label) for label in rows) or "none"
+    columns = ", ".join(f"sources.{n}.label_column" for n in names)
+    return ConfigIssue(
+        "intents_from",
+        f"the labels of {', '.join(f'sources.{n}' for n in names)} give {len(rows)} distinct value(s) ({found}), and "
+        f"a router needs at least 2 intents: check {columns} (it may name the wrong column), or declare the other "
+        "intents under intents:",
+    )
+
+
 def _with_renames(section: Any, renamed: dict[str, str]) -> Any:
-    """A source section whose ``label_map`` also maps each renamed label (the recipe's own entries win)."""
+    """A source section whose ``label_map`` also maps each renamed label; the recipe's own entries win, and
+    those whose target was renamed point at the new name."""
     if not isinstance(section, dict):
         return section
     own = section.get("label_map")
-    own = own if isinstance(own, dict) else {}
+    own = {k: renamed.get(v, v) if isinstance(v, str) else v for k, v in own.items()} if isinstance(own, dict) else {}
     given = {str(k) for k in own}
     return {**section, "label_map": {**own, **{k: v for k, v in renamed.items() if k not in given}}}

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from framework.config.check import BoundPlugin, ValidatedRecipe
+from framework.config.schema import IntentSpec
 from framework.errors import StageError, UserInputError
 from framework.io import write_jsonl
 from framework.pipeline import StageDef, StageRun, labelled_files
@@ -30,11 +31,23 @@ def rows_wanted(recipe: ValidatedRecipe) -> dict[str, dict[str, int]]:
     config = recipe.config
     shares = {name: bound.section.share for name, bound in recipe.generators.items()}
     wanted: dict[str, dict[str, int]] = {name: {} for name in shares}
+    from_data = set(recipe.derived.added) if recipe.derived else set()
     for intent, spec in config.intents.items():
         total = round(config.generate.samples_per_intent * spec.weight)
         for name, count in allocate(total, shares).items():
-            wanted[name][intent] = count
+            asked = intent not in from_data or generates_for(recipe.generators[name].spec.name, spec)
+            wanted[name][intent] = count if asked else 0
     return wanted
+
+
+def generates_for(plugin: str, spec: IntentSpec) -> bool:
+    """Whether a generator is asked for rows of an intent taken from data (``intents_from``): the template
+    generator when it has templates, the llm generator when it has a description, others when it has either."""
+    if plugin == "template":
+        return bool(spec.templates)
+    if plugin == "llm":
+        return bool(spec.description)
+    return bool(spec.templates or spec.description)
 
 
 def _run_generator(

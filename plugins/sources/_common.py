@@ -100,12 +100,16 @@ def key(ctx: SourceContext, name: str) -> str:
     return f"sources.{ctx.name}.{name}"
 
 
-def closest(wanted: str, choices: Iterable[str]) -> str | None:
-    """The choice closest to ``wanted`` (a case-insensitive match first), or None."""
+def closest(wanted: str, choices: Iterable[str], cutoff: float = 0.6) -> str | None:
+    """The choice closest to ``wanted`` (first one spelled alike but for case, spaces and punctuation), or None."""
     choices = list(choices)
-    folded = [c for c in choices if c.casefold() == wanted.casefold()]
-    close = folded or difflib.get_close_matches(wanted, choices, n=1, cutoff=0.6)
+    folded = [c for c in choices if _fold(c) == _fold(wanted)]
+    close = folded or difflib.get_close_matches(wanted, choices, n=1, cutoff=cutoff)
     return close[0] if close else None
+
+
+def _fold(text: str) -> str:
+    return "".join(ch for ch in text.casefold() if ch.isalnum())
 
 
 def did_you_mean(wanted: str, choices: Iterable[str]) -> str:
@@ -322,13 +326,13 @@ class RowBuilder:
             mapped = f" (label_map gives {excerpt(intent)})" if intent != label else ""
             where = f"{self.position_key} {self.first_at[(label, intent)]}"
             rows = "1 row" if count == 1 else f"{count:,} rows"
-            hint = close_intent(intent, intents)
+            hint = closest(intent, intents, _CLOSE)
             hint = f"; did you mean {hint!r}?" if hint else ""
             entries.append(f"{excerpt(label)}{mapped} ({rows}, first at {where}{hint})")
         total = len(self.unknown)
         shown = f" (the {_SHOWN_LABELS} with most rows shown)" if total > _SHOWN_LABELS else ""
         (example_label, example_intent), _ = self.unknown.most_common(1)[0]
-        target = close_intent(example_intent, intents) or (intents[0] if intents else "SomeIntent")
+        target = closest(example_intent, intents, _CLOSE) or (intents[0] if intents else "SomeIntent")
         example_label = example_label[:EXCERPT]
         labels = "1 label names" if total == 1 else f"{total} labels name"
         return StageError(
@@ -337,19 +341,6 @@ class RowBuilder:
             f"or a list of sources), add each label as an intent, or map it to an existing intent with "
             f"{key(ctx, 'label_map')} (e.g. label_map: {{{example_label!r}: {target}}})."
         )
-
-
-def close_intent(wanted: str, intents: list[str]) -> str | None:
-    """An intent that is plainly ``wanted`` spelled otherwise (case, spaces, punctuation), or very close to it."""
-    folded = {_fold(name): name for name in intents}
-    if _fold(wanted) in folded:
-        return folded[_fold(wanted)]
-    close = difflib.get_close_matches(wanted, intents, n=1, cutoff=_CLOSE)
-    return close[0] if close else None
-
-
-def _fold(text: str) -> str:
-    return "".join(ch for ch in text.casefold() if ch.isalnum())
 
 
 def emit_rows(records: Iterable[Record], builder: RowBuilder) -> Iterator[dict[str, Any]]:

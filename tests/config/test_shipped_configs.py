@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -99,7 +100,11 @@ def test_debug_config_shrinks_the_run() -> None:
     full = load_recipe(REPO / "recipes" / "code_search.yaml")
     debug = load_recipe(REPO / "recipes" / "code_search.yaml", "+debug=default")
     assert debug.config.generate.samples_per_intent < full.config.generate.samples_per_intent
-    assert full.config.notice == "" and debug.config.notice.startswith("debug run (+debug=default): 60 rows")
+    notice, trainer = debug.config.notice, debug.config.trainer.plugin_params()
+    assert full.config.notice == ""
+    assert notice.startswith(f"debug run (+debug=default): {debug.config.generate.samples_per_intent} rows per intent")
+    said = re.search(r"(\d+) epochs at lr ([0-9.e-]+)", notice)
+    assert said and (int(said[1]), float(said[2])) == (trainer["epochs"], trainer["lr"]) and "gates off" in notice
     assert debug.config.export.max_accuracy_drop == 1.0 and debug.config.calibrate.max_ece is None
 
 

@@ -84,12 +84,92 @@ def test_every_label_becomes_an_intent_and_odd_ones_get_valid_names(recipe_file:
 
 def test_intent_names_are_valid_and_distinct() -> None:
     taken: set[str] = set()
-    names = [intent_name(label, taken) or "" for label in ("a b?", "a b!", "9", "", "日本")]
-    for name in names:
-        taken.add(name)
-    assert intent_name("a b?", {"a_b"}) == "a_b_2"
-    assert names[2] == "intent_9" and names[3] == "intent" and names[4] == "intent"
+    names = []
+    for label in ("a b?", "a b!", "9", "", "日本", "-x-"):
+        names.append(intent_name(label, taken))
+        taken.add(names[-1])
+    assert names == ["a_b", "a_b_2", "intent_9", "intent", "intent_2", "x"]
     assert intent_name("x" * 100, set()) == "x" * 64
+
+
+SMALL = """
+defaults:
+  - intentcraft
+  - override /generate: null
+  - _self_
+name: small
+intents_from: sources.train
+sources:
+  train: {{plugin: csv, path: {data}{extra}}}
+generate:
+  generators: {{}}
+{intents}
+"""
+
+
+def small_recipe(tmp_path: Path, labels: list[str], intents: str = "", extra: str = "", *more: str) -> Path:
+    data = tmp_path / "data.csv"
+    with data.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["text", "label"])
+        writer.writerows([f"text {n} of {label}", label] for n, label in enumerate(labels))
+    path = tmp_path / "small.yaml"
+    path.write_text(SMALL.format(data=data, extra=extra, intents=intents) + "\n".join(more), encoding="utf-8")
+    return path
+
+
+def test_two_labels_never_share_a_declared_intent(tmp_path: Path) -> None:
+    """``foo bar`` and ``foo bar?`` both want the name foo_bar, declared by hand: one joins it, one gets foo_bar_2."""
+    intents = "intents:\n  foo_bar: {description: Foo.}"
+    config = load_recipe(small_recipe(tmp_path, ["foo bar", "foo bar?", "other"], intents)).config
+    assert config.display_labels == {"foo_bar": "foo bar", "foo_bar_2": "foo bar?"}
+    assert config.intents["foo_bar"].description == "Foo."
+
+
+def test_a_declared_intent_claims_a_label_by_its_label_key(tmp_path: Path) -> None:
+    intents = 'intents:\n  Ambiguous: {out_of_scope: true, label: "out of scope"}'
+    recipe = load_recipe(small_recipe(tmp_path, ["out of scope", "card lost", "top up"], intents))
+    assert recipe.config.fallback_intent == "Ambiguous"
+    assert recipe.config.display_labels["Ambiguous"] == "out of scope"
+    assert recipe.sources["train"].params.label_map["out of scope"] == "Ambiguous"
+    assert sorted(recipe.config.intents) == ["Ambiguous", "card_lost", "top_up"]
+
+
+def test_the_recipes_own_label_map_follows_a_renamed_target(tmp_path: Path) -> None:
+    extra = ', label_map: {"3": "card lost"}'
+    recipe = load_recipe(small_recipe(tmp_path, ["3", "card lost", "top up"], "", extra))
+    assert recipe.sources["train"].params.label_map == {"3": "card_lost", "card lost": "card_lost", "top up": "top_up"}
+    assert set(recipe.config.intents) == {"card_lost", "top_up"}
+
+
+def test_one_label_is_not_a_router(tmp_path: Path) -> None:
+    with pytest.raises(RecipeError) as caught:
+        load_recipe(small_recipe(tmp_path, ["only", "only"]))
+    [issue] = caught.value.issues
+    assert issue.path == "intents_from"
+    assert "give 1 distinct value(s) ('only')" in issue.message and "sources.train.label_column" in issue.message
+
+
+def test_data_intents_need_no_templates_beside_a_template_generated_one(tmp_path: Path) -> None:
+    """Real labels plus a templated out-of-scope class: the template generator is asked only for the latter."""
+    from framework.stages.generate import rows_wanted
+
+    path = small_recipe(tmp_path, ["card lost", "top up"], "", "")
+    text = path.read_text(encoding="utf-8").replace("  - override /generate: null\n", "")
+    text = text.replace("generate:\n  generators: {}", "generate:\n  samples_per_intent: 20")
+    text += 'intents:\n  Ambiguous: {out_of_scope: true, templates: ["help {{ x }}"], slots: {x: [me, now]}}\n'
+    path.write_text(text, encoding="utf-8")
+    recipe = load_recipe(path)
+    assert rows_wanted(recipe) == {"templates": {"Ambiguous": 20, "card_lost": 0, "top_up": 0}}
+
+
+def test_an_intent_named_by_a_number_is_named_as_such(tmp_path: Path) -> None:
+    path = small_recipe(tmp_path, ["a", "b"], "intents:\n  3: {}\n  yes: {}")
+    with pytest.raises(RecipeError) as caught:
+        load_recipe(path)
+    messages = [issue.message for issue in caught.value.issues]
+    assert any(m.startswith("has the key 3, which is not a name") and "intents_from" in m for m in messages)
+    assert any("boolean True" in m and "('yes', 'on' or 'true')" in m for m in messages)
 
 
 def test_a_source_that_is_not_in_the_recipe_is_named(recipe_file: Path) -> None:
