@@ -214,6 +214,8 @@ def run_recipe(
     pipeline = Pipeline(STAGES, recipe, Path(recipe.config.paths.outputs))
     lines = StageLines(console, pipeline)
     LOG.info(f"run of recipe {recipe.name} ({source}) in {run_dir}")
+    for line in recipe.derived.describe(shown=len(recipe.derived.renamed)) if recipe.derived else []:
+        LOG.info(line)
     plans = pipeline.run(lines.end, force=options.force, until=options.until, limit=options.limit, on_start=lines.start)
     actions = lines.actions
     _record(run_dir, recipe, container, plans, actions)
@@ -263,6 +265,9 @@ def launch(ref: RecipeRef, multirun: bool, options: RunOptions, console: Console
             if hydra_cfg.mode != RunMode.MULTIRUN:
                 raise SystemExit(exc.exit_code) from None
             failures.append(exc.exit_code)
+        except BaseException as exc:  # a bug or Ctrl-C: the run log says how the run ended, then it propagates
+            LOG.info(f"run ended by {type(exc).__name__}: {scrub(str(exc))[:500]}")
+            raise
 
     scrub_log_records()
     argv = ["intentcraft", *(["-m"] if multirun else []), *ref.overrides, ref.search_path_override(), *HYDRA_FORCED]

@@ -163,7 +163,7 @@ class Progress:
         with self.lock:
             now = self.clock()
             bar = self.current
-            if bar is not None and not bar.finished:
+            if bar is not None and not bar.finished and not bar.idle(now, beat):
                 if now - bar.pacer.last >= beat:
                     bar.print_line(now)
                 return max(MIN_TICK, bar.pacer.last + beat - now)
@@ -185,7 +185,7 @@ class Bar:
         self._progress, self._task_id = progress, task_id
         self.description, self.total, self.unit = description, total, unit
         self.done, self.text = 0, ""
-        self.started = progress.clock()
+        self.started = self.moved_at = progress.clock()
         self.pacer = Pacer(progress.interval, self.started)
 
     @property
@@ -193,12 +193,17 @@ class Bar:
         """Whether a bar with a known total has reached it."""
         return self.total is not None and self.done >= self.total
 
+    def idle(self, now: float, seconds: float) -> bool:
+        """Whether a bar without a total has not moved for ``seconds`` (it may be done: nothing says so)."""
+        return self.total is None and now - self.moved_at >= seconds
+
     def __call__(self, n: int = 1) -> None:
         if self._task_id is not None:
             self._progress._bars.advance(self._task_id, n)
             return
         with self._progress.lock:
             self.done += n
+            self.moved_at = self._progress.clock()
             self._progress.current = self
             self._maybe_line()
 

@@ -156,9 +156,10 @@ PHASES = 6  # steps of the export's progress bar: load, graph, fusions, parity, 
 
 @contextlib.contextmanager
 def _phase(bar: Any, name: str) -> Iterator[None]:
-    """One step of the export's progress bar, named in its note while it runs."""
+    """One step of the export's progress bar, named in its note while it runs and as done when it advances."""
     bar.note(name)
     yield
+    bar.note(f"{name} done")
     bar(1)
 
 

@@ -40,7 +40,9 @@ def check_piped_output(done: subprocess.CompletedProcess, cwd: Path) -> None:
     training = [m for line in err if (m := TRAIN_LINE.match(line))]
     steps = -(-manifest(cwd, "train")["train"]["train_rows"] // 16)  # batch_size 16
     assert training and {m["total"] for m in training} == {str(steps)}, done.stderr
-    assert any(line.startswith("export · 5/6 steps (83%) · ") and line.endswith(" · INT8 quantization") for line in err)
+    assert any(
+        line.startswith("export · 5/6 steps (83%) · ") and line.endswith(" · INT8 quantization done") for line in err
+    )
     assert any(re.match(r"evaluate: test split · \d+/\d+ rows \(100%\) · [\d.]+ rows/s · ", line) for line in err)
     assert "Quantization parameters" not in done.stdout + done.stderr
 

@@ -142,6 +142,26 @@ def test_heartbeat_repeats_an_idle_bar_and_says_the_stage_is_still_working_witho
     assert lines(out)[-1] == "export: still working · elapsed 1m 35s"
 
 
+def test_heartbeat_drops_a_bar_without_total_once_it_stops_moving() -> None:
+    """A ``read:`` bar has no total, so nothing says it is done: once it stops, the stage is "still working"."""
+    console, out = plain_console()
+    clock = FakeClock()
+    progress = Progress(console, label="generate", interval=30, clock=clock)
+    bar = progress.task("read: train", None)
+    clock.now += 20
+    bar(5000)
+    clock.now += 20
+    progress.tick()
+    assert lines(out)[-1].startswith("read: train · 5,000 rows · "), "moved 20 s ago: still its line"
+    clock.now += 30
+    progress.tick()
+    assert lines(out)[-1] == "generate: still working · elapsed 1m 10s"
+    clock.now += 30
+    progress.tick()
+    assert lines(out)[-1] == "generate: still working · elapsed 1m 40s"
+    assert sum(line.startswith("read: train") for line in lines(out)) == 1
+
+
 def test_heartbeat_thread_speaks_while_nothing_advances(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(progress_module, "MIN_GAP", 0.05)
     console, out = plain_console()
