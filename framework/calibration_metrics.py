@@ -264,3 +264,21 @@ def stored_checks(facts: Any) -> list[CalibrationCheck]:
         for entry in (entries if isinstance(entries, list) else [])
         if isinstance(entry, dict) and isinstance(entry.get("text"), str)
     ]
+
+
+def manifest_checks(manifests: dict[str, dict[str, Any]]) -> list[tuple[str, CalibrationCheck]]:
+    """(stage, check): the eval split's calibration checks (calibrate), then the evaluated split's (all rows)."""
+    calibration = manifests.get("calibrate", {}).get("calibration")
+    evaluation = (manifests.get("evaluate", {}).get("evaluation") or {}).get("all") or {}
+    return [
+        *(("calibrate", check) for check in stored_checks(calibration)),
+        *(("evaluate", check) for check in stored_checks(evaluation.get("calibration"))),
+    ]
+
+
+def checks_markdown(checks: list[CalibrationCheck]) -> list[str]:
+    """Checks as Markdown lines (report and model card): each warning as a quote, then each check passed."""
+    lines = []
+    for check in sorted(checks, key=lambda check: check.ok):
+        lines += [f"**OK.** {check.text}" if check.ok else f"> **Warning.** {check.text}", ""]
+    return lines

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from framework import __version__
-from framework.calibration_metrics import stored_checks
+from framework.calibration_metrics import checks_markdown, manifest_checks
 
 SYNTHETIC_NOTE = (
     "> **Synthetic evaluation.** The test rows were generated from the recipe's own templates, so these "
@@ -59,35 +59,31 @@ def _metrics_lines(manifests: dict[str, dict[str, Any]]) -> list[str]:
         f"| eval accuracy fp32 PyTorch / shipped ONNX | {_pct(export['reference_accuracy'])} / "
         f"{_pct(export['exported_accuracy'])} |"
     )
-    lines += _calibration_check_lines(calibration, evaluation.get("calibration"))
+    lines += _calibration_check_lines(manifests)
     if evaluation.get("evidence") != "real":
         lines += ["", SYNTHETIC_NOTE]
     return lines
 
 
-def _calibration_check_lines(calibration: dict[str, Any], held_out: Any) -> list[str]:
+def _calibration_check_lines(manifests: dict[str, dict[str, Any]]) -> list[str]:
     """The calibration checks of the eval split and of the evaluated split: warnings first, in full."""
-    checks = sorted([*stored_checks(calibration), *stored_checks(held_out)], key=lambda check: check.ok)
-    if not checks:
-        return []
-    lines = ["", "### Calibration checks"]
-    for check in checks:
-        lines += ["", f"- {check.text}" if check.ok else f"> **Warning.** {check.text}"]
-    return lines
+    checks = [check for _, check in manifest_checks(manifests)]
+    return ["", "### Calibration checks", "", *checks_markdown(checks)] if checks else []
 
 
 def render_card(recipe: Any, manifests: dict[str, dict[str, Any]], data_counts: dict[str, dict[str, int]]) -> str:
     """Markdown model card for a bundle built from ``recipe`` (a ValidatedRecipe)."""
     config = recipe.config
     train = manifests["train"]["train"]
+    display = config.display_labels
     intents = [
-        f"- `{spec.label or name}`{f' (intent `{name}`)' if spec.label else ''}"
+        f"- `{display.get(name, name)}`{f' (intent `{name}`)' if name in display else ''}"
         f"{' (fallback)' if spec.out_of_scope else ''}: {spec.description}".rstrip(": ")
         for name, spec in config.intents.items()
     ]
-    if config.display_labels:
+    if display:
         intents.append(
-            f"\n{len(config.display_labels)} labels from the data are not valid intent names: the recipe uses the "
+            f"\n{len(display)} labels from the data are not valid intent names: the recipe uses the "
             "name in brackets, the router returns the label (`intent_names` in `bundle.json` maps one to the other)."
         )
     lines = [

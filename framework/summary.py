@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from framework.calibration_metrics import CalibrationCheck, stored_checks
+from framework.calibration_metrics import manifest_checks
 from framework.pipeline import Pipeline, StagePlan, State
 from framework.registry import KINDS, REGISTRIES
 from framework.rows import SPLITS
@@ -132,19 +132,9 @@ def model_table(manifests: dict[str, dict[str, Any]]) -> Table:
     return table
 
 
-def calibration_checks_of(manifests: dict[str, dict[str, Any]]) -> list[tuple[str, CalibrationCheck]]:
-    """(stage, check): the eval split's calibration checks, then the evaluated split's (all rows)."""
-    calibration = manifests.get("calibrate", {}).get("calibration")
-    evaluation = (manifests.get("evaluate", {}).get("evaluation") or {}).get("all") or {}
-    return [
-        *(("calibrate", check) for check in stored_checks(calibration)),
-        *(("evaluate", check) for check in stored_checks(evaluation.get("calibration"))),
-    ]
-
-
 def print_calibration_checks(console: Console, manifests: dict[str, dict[str, Any]]) -> None:
     """Each calibration check on its own line: ``warning`` (yellow) or ``ok`` (green), its stage, its text."""
-    for stage, check in calibration_checks_of(manifests):
+    for stage, check in manifest_checks(manifests):
         verdict = "[green]ok[/]" if check.ok else "[yellow]warning[/]"
         console.print(f"{verdict} {stage}: {escape(check.text)}", highlight=False)
 

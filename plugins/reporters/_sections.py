@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from framework.calibration_metrics import stored_checks
+from framework.calibration_metrics import checks_markdown, stored_checks
 from framework.io import atomic_write_bytes
 from framework.plugin_api import ReportContext
 
@@ -255,10 +255,7 @@ def export(report: Report) -> list[str]:
 
 def check_lines(facts: Any) -> list[str]:
     """The calibration checks kept in ``facts["checks"]``: each warning as a quote, then each check passed."""
-    lines = []
-    for check in sorted(stored_checks(facts), key=lambda check: check.ok):
-        lines += [f"**OK.** {check.text}" if check.ok else f"> **Warning.** {check.text}", ""]
-    return lines
+    return checks_markdown(stored_checks(facts))
 
 
 def _bin_cell(value: Any) -> Any:

@@ -19,6 +19,7 @@ from framework.calibration_metrics import (
     calibration_checks,
     stored_checks,
 )
+from framework.config.schema import IntentSpec, RecipeConfig
 from framework.model_card import render_card
 from framework.plugin_api import ReportContext
 from framework.plugins.reporters.markdown import Params, markdown
@@ -208,22 +209,26 @@ def test_report_shows_each_check_where_its_metric_is(tmp_path: Path) -> None:
     assert "`checks`" not in text  # rendered as sentences, not as a raw key
 
 
+def card_recipe() -> SimpleNamespace:
+    """What ``render_card`` reads of a recipe: a real config with one intent, and the recipe's file."""
+    config = RecipeConfig.model_construct(name="cs", description="", intents={"FindCallers": IntentSpec()})
+    return SimpleNamespace(config=config, source="r.yaml")
+
+
 def test_model_card_shows_the_warnings_before_the_checks_passed() -> None:
     facts = manifests()
     facts["calibrate"]["calibration"]["checks"][0] = CalibrationCheck("ece_vs_chance", True, "Eval is fine.").to_dict()
-    intents = {"FindCallers": SimpleNamespace(out_of_scope=False, description="who calls")}
-    recipe = SimpleNamespace(config=SimpleNamespace(name="cs", description="", intents=intents), source="r.yaml")
+    recipe = card_recipe()
     card = render_card(recipe, facts, {"test": {"synthetic": 1020}})
     section = card[card.index("### Calibration checks") :]
     assert section.index(f"> **Warning.** {MCE_ROSE}") < section.index(f"> **Warning.** {ECE_ABOVE}")
-    assert section.index(f"> **Warning.** {ECE_ABOVE}") < section.index("- Eval is fine.")
+    assert section.index(f"> **Warning.** {ECE_ABOVE}") < section.index("**OK.** Eval is fine.")
 
 
 def test_no_checks_no_section() -> None:
     facts = manifests()
     del facts["calibrate"]["calibration"]["checks"], facts["evaluate"]["evaluation"]["all"]["calibration"]["checks"]
-    intents = {"FindCallers": SimpleNamespace(out_of_scope=False, description="who calls")}
-    recipe = SimpleNamespace(config=SimpleNamespace(name="cs", description="", intents=intents), source="r.yaml")
+    recipe = card_recipe()
     assert "Calibration checks" not in render_card(recipe, facts, {})
     console = Console(file=io.StringIO(), width=2000, color_system=None)
     print_calibration_checks(console, facts)
