@@ -25,7 +25,7 @@ from framework.config.compose import (
     resolve_recipe,
 )
 from framework.config.recipe_policy import override_key
-from framework.errors import IntentcraftError, RecipeError, UserInputError
+from framework.errors import IntentcraftError, RecipeError, UserInputError, user_message
 from framework.paths import check_outputs_dir
 from framework.redact import scrub
 from framework.registry import KINDS
@@ -255,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[args.verb](args)
     except IntentcraftError as exc:
-        ERR.print("[bold red]error:[/] " + escape(scrub(str(exc))), highlight=False, soft_wrap=True)
+        ERR.print("[bold red]error:[/] " + escape(scrub(user_message(exc))), highlight=False, soft_wrap=True)
         return exc.exit_code
     except KeyboardInterrupt:
         ERR.print("interrupted: finished stages are kept; run the same command again to go on.")

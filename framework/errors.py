@@ -16,6 +16,11 @@ class IntentcraftError(Exception):
     exit_code = 2
 
 
+def user_message(exc: BaseException) -> str:
+    """What the user reads for an error: its message and any notes added on the way up (``add_note``)."""
+    return "\n".join([str(exc), *getattr(exc, "__notes__", [])])
+
+
 @dataclass
 class ConfigIssue:
     """One problem in a recipe: where it is, what is wrong, and what was found there."""

@@ -17,7 +17,7 @@ from rich.markup import escape
 
 from framework.config.check import ValidatedRecipe, check_recipe
 from framework.config.compose import RecipeRef
-from framework.errors import IntentcraftError
+from framework.errors import IntentcraftError, user_message
 from framework.io import atomic_write_json, atomic_write_text
 from framework.pipeline import Pipeline, StagePlan
 from framework.plugin_api import ReportContext
@@ -260,8 +260,9 @@ def launch(ref: RecipeRef, multirun: bool, options: RunOptions, console: Console
             with quiet_libraries():
                 run_recipe(container, str(ref.path), Path(hydra_cfg.runtime.output_dir), options, console)
         except IntentcraftError as exc:
-            STDERR.print("[bold red]error:[/] " + escape(scrub(str(exc))), highlight=False, soft_wrap=True)
-            LOG.info(f"run failed (exit code {exc.exit_code}): {exc}")  # INFO: the console handler shows WARNING+
+            STDERR.print("[bold red]error:[/] " + escape(scrub(user_message(exc))), highlight=False, soft_wrap=True)
+            # INFO: the console handler shows WARNING and above, and the error is printed above already
+            LOG.info(f"run failed (exit code {exc.exit_code}): {user_message(exc)}")
             if hydra_cfg.mode != RunMode.MULTIRUN:
                 raise SystemExit(exc.exit_code) from None
             failures.append(exc.exit_code)

@@ -271,7 +271,8 @@ class Pipeline:
                 raise
             except IntentcraftError as exc:
                 kept = self._keep_failed(staging, plan)
-                raise type(exc)(f"{exc}\nPartial output of the {plan.stage.name} stage is kept in {kept}.") from None
+                exc.add_note(f"Partial output of the {plan.stage.name} stage is kept in {kept}.")
+                raise
             except KeyboardInterrupt:
                 self._keep_failed(staging, plan)
                 raise

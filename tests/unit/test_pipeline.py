@@ -256,3 +256,41 @@ def test_generated_rows_are_identical_across_hash_seeds(tmp_path: Path) -> None:
         outputs[seed] = [(split_dirs[0] / f"{name}.jsonl").read_bytes() for name in ("train", "eval", "test")]
     assert outputs["0"] == outputs["99"]
     assert outputs["0"][0].count(b"\n") > 50
+
+
+def _errors() -> list[Exception]:
+    """One error of every project error class a stage may raise, each with its own constructor."""
+    from framework.errors import ConfigIssue, GateFailed, IntentcraftError, RecipeError, StageError, UserInputError
+    from framework.registry import UnknownPlugin
+    from framework.runtime import BundleError
+
+    return [
+        IntentcraftError("plain"),
+        RecipeError("r.yaml", [ConfigIssue("a.b", "bad")]),
+        UserInputError("no such file"),
+        StageError("stage broke"),
+        GateFailed("gate failed"),
+        BundleError("/b", "model.onnx", "model.onnx is missing"),
+        UnknownPlugin("validator", "nope", ["quality"]),
+    ]
+
+
+@pytest.mark.parametrize("error", _errors(), ids=lambda e: type(e).__name__)
+def test_a_stage_error_of_any_class_reaches_the_user_with_where_its_output_is(tmp_path: Path, error: Exception) -> None:
+    """The error raised inside a stage is the one the user sees (same class, same message), plus a note."""
+    from framework.errors import user_message
+
+    def broken(run: StageRun) -> dict:
+        (run.work_dir / "half.txt").write_text("partial")
+        raise error
+
+    stage = StageDef(name="broken", upstream=(), config_keys=(), run=broken)
+    pipeline = Pipeline([stage], load_recipe(TINY), tmp_path)
+    with pytest.raises(type(error)) as caught:
+        pipeline.run(lambda plan, action: None)
+    assert caught.value is error
+    message = user_message(caught.value)
+    assert message.startswith(str(error))
+    kept = next((tmp_path / "cache" / "broken").glob("*.failed-*"))
+    assert message.endswith(f"Partial output of the broken stage is kept in {kept}.")
+    assert (kept / "half.txt").read_text() == "partial"
