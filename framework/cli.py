@@ -36,11 +36,11 @@ from framework.runtime.predict_cli import (
     cmd_verify,
     positive_int,
 )
+from framework.targets import check_until, target_stages
 
 OUT = Console()
 ERR = Console(stderr=True)
 MAX_PREFLIGHT_JOBS = 1000
-STAGE_NAMES = ("generate", "validate", "split", "train", "export", "calibrate", "evaluate", "bundle")
 
 EPILOG = """examples:
   intentcraft run                                   # the default recipe (code_search)
@@ -72,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-m", "--multirun", action="store_true", help="sweep: comma-separated values make one job each")
     run.add_argument("--force", action="store_true", help="recompute every stage even if it is current")
     run.add_argument(
-        "--until", choices=STAGE_NAMES, metavar="STAGE", help=f"stop after this stage ({', '.join(STAGE_NAMES)})"
+        "--until", metavar="STAGE", help="stop after this stage of the recipe's target (intentcraft status lists them)"
     )
     run.add_argument(
         "--limit",
@@ -156,6 +156,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     ref = resolve_recipe(args.overrides)
     recipe = preflight(ref, args.multirun)
+    check_until(recipe.config.target, args.until)
     check_outputs_dir(recipe.config.paths.outputs)
     _describe_derived(recipe)
     if recipe.config.notice:
@@ -198,12 +199,11 @@ def _describe_derived(recipe: ValidatedRecipe) -> None:
 def cmd_status(args: argparse.Namespace) -> int:
     """``intentcraft status``."""
     from framework.pipeline import Pipeline
-    from framework.stages import STAGES
     from framework.summary import status_table
 
     ref = resolve_recipe(args.overrides)
     recipe = load(ref)
-    pipeline = Pipeline(STAGES, recipe, Path(recipe.config.paths.outputs))
+    pipeline = Pipeline(target_stages(recipe.config.target), recipe, Path(recipe.config.paths.outputs))
     OUT.print(f"recipe {recipe.name} ({ref.path}); cache: {pipeline.cache}")
     OUT.print(status_table(pipeline.plan()))
     return 0

@@ -23,8 +23,8 @@ from framework.pipeline import Pipeline, StagePlan
 from framework.plugin_api import ReportContext
 from framework.progress import LOG, STDERR, format_seconds, say
 from framework.redact import redact, scrub, secret_values
-from framework.stages import STAGES
 from framework.summary import print_run_summary
+from framework.targets import target_stages
 
 # Hydra writes its own unredacted copies of the config and overrides under .hydra/; intentcraft writes redacted ones.
 HYDRA_FORCED = ("hydra.output_subdir=null",)
@@ -211,7 +211,7 @@ def run_recipe(
 ) -> list[StagePlan]:
     """Validate, run the stages that are not current, record the run, write the report, print the summary."""
     recipe = check_recipe(container, source)
-    pipeline = Pipeline(STAGES, recipe, Path(recipe.config.paths.outputs))
+    pipeline = Pipeline(target_stages(recipe.config.target), recipe, Path(recipe.config.paths.outputs))
     lines = StageLines(console, pipeline)
     LOG.info(f"run of recipe {recipe.name} ({source}) in {run_dir}")
     for line in recipe.derived.describe(shown=len(recipe.derived.renamed)) if recipe.derived else []:

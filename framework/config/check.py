@@ -294,6 +294,7 @@ def check_recipe(raw: dict[str, Any], source: str) -> ValidatedRecipe:
         else:
             bound[path] = result
     if config is not None:
+        issues += _target_issues(config)
         issues += _content_issues(config, bound, frozenset(derived.added) if derived else frozenset())
     if issues or config is None:
         raise RecipeError(source, issues)
@@ -304,9 +305,25 @@ def check_recipe(raw: dict[str, Any], source: str) -> ValidatedRecipe:
         sources={p.removeprefix("sources."): b for p, b in bound.items() if p.startswith("sources.")},
         generators={p.removeprefix("generate.generators."): b for p, b in bound.items() if p.startswith("generate.")},
         layers={p.removeprefix("validate.layers."): b for p, b in bound.items() if p.startswith("validate.")},
-        single={key: bound[key] for key, _, _ in SINGLE_SECTIONS},
+        single={key: bound[key] for key, _, _ in SINGLE_SECTIONS if key in bound},
         derived=derived,
     )
+
+
+def _target_issues(config: RecipeConfig) -> list[ConfigIssue]:
+    """The recipe's target must be registered, and the plugin sections its stages read must be present."""
+    from framework.targets import UnknownTarget, get_target, required_sections
+
+    try:
+        get_target(config.target)
+    except UnknownTarget as exc:
+        return [ConfigIssue("target", str(exc), config.target, has_value=True)]
+    optional = tuple(key for key, _, _ in SINGLE_SECTIONS if key != "report")
+    return [
+        ConfigIssue(section, f"the {config.target} target's stages need this section; add it (see conf/{section}/)")
+        for section in required_sections(config.target, optional)
+        if getattr(config, section) is None
+    ]
 
 
 def _bind_source(raw: dict[str, Any], name: str) -> BoundPlugin | list[ConfigIssue]:

@@ -139,9 +139,15 @@ class PathsConfig(StrictModel):
 
 
 class RecipeConfig(StrictModel):
-    """A whole composed recipe (``notice``: a line printed when a run starts and ends, e.g. by ``+debug``)."""
+    """A whole composed recipe.
+
+    ``target`` names what it builds (``framework.targets``); the plugin sections its stages read (split,
+    trainer, export, calibrate) are required by the recipe checks. ``notice`` is a line printed when a run
+    starts and ends (e.g. by ``+debug``).
+    """
 
     schema_version: Literal[1] = 1
+    target: str = Field(default="classifier", min_length=1)
     name: str
     description: str = ""
     notice: str = Field(default="", max_length=500)
@@ -153,10 +159,10 @@ class RecipeConfig(StrictModel):
     sources: dict[str, SourceSection] = Field(default_factory=dict)
     generate: GenerateConfig = Field(default_factory=GenerateConfig)
     validate_: ValidateConfig = Field(alias="validate")
-    split: SplitSection
-    trainer: TrainSection
-    export: ExportSection
-    calibrate: CalibrateSection
+    split: SplitSection | None = None
+    trainer: TrainSection | None = None
+    export: ExportSection | None = None
+    calibrate: CalibrateSection | None = None
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     report: ReportSection
 

@@ -1,4 +1,5 @@
-"""The built-in stage graph: generate -> validate -> split -> train -> export -> calibrate -> evaluate -> bundle."""
+"""The built-in stage kinds and the ``classifier`` target: generate -> validate -> split -> train -> export ->
+calibrate -> evaluate -> bundle."""
 
 from __future__ import annotations
 
@@ -11,5 +12,13 @@ from framework.stages.generate import GENERATE
 from framework.stages.split import SPLIT
 from framework.stages.train import TRAIN
 from framework.stages.validate import VALIDATE
+from framework.targets import DEFAULT_TARGET, Target, register_stage, register_target
 
-STAGES: list[StageDef] = [GENERATE, VALIDATE, SPLIT, TRAIN, EXPORT, CALIBRATE, EVALUATE, BUNDLE]
+STAGES: list[StageDef] = [
+    register_stage(s) for s in (GENERATE, VALIDATE, SPLIT, TRAIN, EXPORT, CALIBRATE, EVALUATE, BUNDLE)
+]
+"""The classifier target's stages, in run order."""
+
+CLASSIFIER = register_target(
+    Target(DEFAULT_TARGET, tuple(stage.name for stage in STAGES), "a sequence classifier shipped as an ONNX bundle")
+)

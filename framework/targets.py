@@ -1,0 +1,128 @@
+"""Recipe targets: what a recipe builds, as a registered graph of stage kinds.
+
+A recipe names its target (``target: classifier``, the default). A target lists stage kinds in run order;
+each stage kind is a :class:`~framework.pipeline.StageDef` registered once under its name. The built-in
+``classifier`` target is generate -> validate -> split -> train -> export -> calibrate -> evaluate -> bundle.
+Third-party packages add stage kinds and targets through the entry-point group ``intentcraft.targets``:
+loading the entry point imports a module that calls :func:`register_stage` and :func:`register_target`.
+
+The schema's required sections, ``--until``, ``status`` and ``run`` all take the stage list from here.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import importlib.metadata
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from framework.errors import IntentcraftError
+
+if TYPE_CHECKING:  # framework.pipeline imports the recipe checks, which import this module
+    from framework.pipeline import StageDef
+
+DEFAULT_TARGET = "classifier"
+ENTRY_POINT_GROUP = "intentcraft.targets"
+
+
+@dataclass(frozen=True)
+class Target:
+    """A registered target: its stage kinds in run order (each upstream stage before the stages that need it)."""
+
+    name: str
+    stages: tuple[str, ...]
+    description: str = ""
+
+
+class UnknownTarget(IntentcraftError):
+    """A recipe named a target that is not registered, or a stage its target does not have."""
+
+
+STAGE_KINDS: dict[str, StageDef] = {}
+TARGETS: dict[str, Target] = {}
+LOAD_ERRORS: list[str] = []
+_loaded = False
+
+
+def register_stage(stage: StageDef) -> StageDef:
+    """Register a stage kind under its name (a second, different one of the same name is refused)."""
+    existing = STAGE_KINDS.get(stage.name)
+    if existing is not None and existing is not stage:
+        raise ValueError(f"stage kind {stage.name!r} is registered twice")
+    STAGE_KINDS[stage.name] = stage
+    return stage
+
+
+def register_target(target: Target) -> Target:
+    """Register a target; its stages must be registered stage kinds whose upstream stages come earlier."""
+    seen: set[str] = set()
+    for name in target.stages:
+        stage = STAGE_KINDS.get(name)
+        if stage is None:
+            raise ValueError(f"target {target.name!r} names stage kind {name!r}, which is not registered")
+        missing = [up for up in stage.upstream if up not in seen]
+        if missing:
+            raise ValueError(f"target {target.name!r}: stage {name!r} needs {missing} earlier in the list")
+        seen.add(name)
+    existing = TARGETS.get(target.name)
+    if existing is not None and existing != target:
+        raise ValueError(f"target {target.name!r} is registered twice")
+    TARGETS[target.name] = target
+    return target
+
+
+def load_targets(reload: bool = False) -> None:
+    """Register the built-in target and stage kinds, then third-party ones from entry points (once)."""
+    global _loaded
+    if _loaded and not reload:
+        return
+    _loaded = True
+    importlib.import_module("framework.stages")
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            ep.load()
+        except Exception as exc:  # a broken third-party package must not break every command
+            dist = ep.dist.name if ep.dist is not None else ep.module
+            LOAD_ERRORS.append(f"entry point {ep.name!r} ({ep.value}) of {dist} failed to load: {exc}")
+
+
+def target_names() -> list[str]:
+    """Every registered target."""
+    load_targets()
+    return sorted(TARGETS)
+
+
+def get_target(name: str) -> Target:
+    """The registered target ``name``, or an error listing the known ones."""
+    load_targets()
+    if name in TARGETS:
+        return TARGETS[name]
+    close = difflib.get_close_matches(name, list(TARGETS), n=1)
+    hint = f" Did you mean '{close[0]}'?" if close else ""
+    broken = f" ({'; '.join(LOAD_ERRORS)})" if LOAD_ERRORS else ""
+    raise UnknownTarget(f"unknown target '{name}'.{hint} Known targets: {', '.join(sorted(TARGETS))}{broken}.")
+
+
+def target_stages(name: str) -> list[StageDef]:
+    """The stage definitions of a target, in run order."""
+    return [STAGE_KINDS[stage] for stage in get_target(name).stages]
+
+
+def required_sections(name: str, candidates: tuple[str, ...]) -> list[str]:
+    """The ``candidates`` (optional recipe sections) that a stage of the target reads."""
+    read = {key for stage in target_stages(name) for key in stage.config_keys}
+    return [section for section in candidates if section in read]
+
+
+def check_until(target: str, until: str | None) -> None:
+    """Refuse ``--until STAGE`` when the recipe's target has no such stage."""
+    if until is None:
+        return
+    names = list(get_target(target).stages)
+    if until not in names:
+        close = difflib.get_close_matches(until, names, n=1)
+        hint = f" Did you mean --until {close[0]}?" if close else ""
+        raise UnknownTarget(
+            f"--until {until}: the {target} target has no such stage.{hint} Its stages: {', '.join(names)}."
+        )
