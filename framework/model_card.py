@@ -6,16 +6,13 @@ from typing import Any
 
 from framework import __version__
 from framework.calibration_metrics import checks_markdown, manifest_checks
+from framework.headline import headline, headline_markdown
 
 SYNTHETIC_NOTE = (
     "> **Synthetic evaluation.** The test rows were generated from the recipe's own templates, so these "
     "numbers measure agreement with the templates, not accuracy on real traffic. Evaluate on real labelled "
     "queries (a `sources` entry pinned to `split: test`) before trusting them."
 )
-
-
-def _pct(value: Any) -> str:
-    return f"{100 * value:.2f}%" if isinstance(value, int | float) else "n/a"
 
 
 def _data_table(counts: dict[str, dict[str, int]]) -> list[str]:
@@ -27,38 +24,12 @@ def _data_table(counts: dict[str, dict[str, int]]) -> list[str]:
 
 def _metrics_lines(manifests: dict[str, dict[str, Any]]) -> list[str]:
     evaluation = manifests["evaluate"]["evaluation"]["all"]
-    export = manifests["export"]["export"]
-    calibration = manifests["calibrate"]["calibration"]
     lines = [
         f"Evaluated on the {manifests['evaluate']['evaluated_split']} split ({evaluation['evidence']} rows) "
         "with the files in this bundle.",
         "",
-        "| metric | value |",
-        "|---|---:|",
-        f"| accuracy | {_pct(evaluation.get('accuracy'))} |",
-        f"| macro-F1 | {_pct(evaluation.get('macro_f1'))} |",
+        *headline_markdown(headline(manifests)),
     ]
-    routed = evaluation.get("routed") or {}
-    if routed:
-        lines.append(f"| coverage (accepted share) | {_pct(routed.get('coverage'))} |")
-        lines.append(f"| accuracy of accepted | {_pct(routed.get('selective_accuracy'))} |")
-    for key, name in (("oos_recall", "out-of-scope recall"), ("oos_precision", "out-of-scope precision")):
-        if evaluation.get(key) is not None:
-            lines.append(f"| {name} | {_pct(evaluation[key])} |")
-    lines.append(
-        f"| ECE before / after calibration (eval) | {calibration.get('ece_before', 0):.4f} / "
-        f"{calibration.get('ece_after', 0):.4f} |"
-    )
-    held_out = evaluation.get("calibration")
-    if held_out:
-        lines.append(
-            f"| ECE on {manifests['evaluate']['evaluated_split']}, calibrated (chance level "
-            f"{held_out['ece_noise_mean']:.4f}) | {held_out['ece']:.4f} |"
-        )
-    lines.append(
-        f"| eval accuracy fp32 PyTorch / shipped ONNX | {_pct(export['reference_accuracy'])} / "
-        f"{_pct(export['exported_accuracy'])} |"
-    )
     lines += _calibration_check_lines(manifests)
     if evaluation.get("evidence") != "real":
         lines += ["", SYNTHETIC_NOTE]

@@ -13,6 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from framework.calibration_metrics import manifest_checks
+from framework.headline import headline
 from framework.pipeline import Pipeline, StagePlan, State
 from framework.registry import KINDS, REGISTRIES
 from framework.rows import SPLITS
@@ -71,64 +72,13 @@ def rejections_table(validate_manifest: dict[str, Any], split_manifest: dict[str
     return table
 
 
-def _pct(value: Any) -> str:
-    return f"{100 * value:.2f}%" if isinstance(value, int | float) else "-"
-
-
 def model_table(manifests: dict[str, dict[str, Any]]) -> Table:
-    """The shipped model's metrics: test quality, calibration, export and training."""
+    """The shipped model's headline metrics (``framework.headline``, as the model card and report show them)."""
     table = Table(title="Model", title_justify="left")
     table.add_column("metric")
     table.add_column("value", justify="right")
-    if "evaluate" in manifests:
-        evaluation = manifests["evaluate"]["evaluation"]["all"]
-        where = f"{manifests['evaluate']['evaluated_split']} split, {evaluation['evidence']} rows"
-        table.add_row(f"accuracy ({where})", _pct(evaluation.get("accuracy")))
-        table.add_row("macro-F1", _pct(evaluation.get("macro_f1")))
-        for key, name in (("oos_recall", "out-of-scope recall"), ("oos_precision", "out-of-scope precision")):
-            if evaluation.get(key) is not None:
-                table.add_row(name, _pct(evaluation[key]))
-        routed = evaluation.get("routed") or {}
-        if routed:
-            table.add_row(
-                "accepted share / accuracy of accepted",
-                f"{_pct(routed.get('coverage'))} / {_pct(routed.get('selective_accuracy'))}",
-            )
-    if "calibrate" in manifests:
-        calibration = manifests["calibrate"]["calibration"]
-        table.add_row(
-            "ECE on eval, before -> after",
-            f"{calibration.get('ece_before', 0):.4f} -> "
-            f"{calibration.get('ece_after', 0):.4f} (T={calibration.get('temperature', 0):.3f})",
-        )
-        if "mce_before" in calibration and "mce_after" in calibration:
-            table.add_row(
-                "MCE on eval, before -> after", f"{calibration['mce_before']:.4f} -> {calibration['mce_after']:.4f}"
-            )
-    held_out = manifests["evaluate"]["evaluation"]["all"].get("calibration") if "evaluate" in manifests else None
-    if held_out:
-        table.add_row(
-            f"ECE on {manifests['evaluate']['evaluated_split']}, calibrated",
-            f"{held_out['ece']:.4f} (chance level {held_out['ece_noise_mean']:.4f}, "
-            f"95th percentile {held_out['ece_noise_p95']:.4f})",
-        )
-    if "export" in manifests:
-        export = manifests["export"]["export"]
-        table.add_row(
-            "eval accuracy fp32 -> shipped",
-            f"{_pct(export['reference_accuracy'])} -> {_pct(export['exported_accuracy'])}",
-        )
-        sizes = export.get("sizes_bytes", {})
-        model_file = manifests["export"].get("model_file")
-        if model_file in sizes:
-            table.add_row("model file", f"{sizes[model_file] / 1e6:.1f} MB")
-    if "train" in manifests:
-        train = manifests["train"]["train"]
-        table.add_row(
-            "training",
-            f"{train.get('epochs_run')} epochs (best {train.get('best_epoch')}), "
-            f"{train.get('seconds_per_epoch')} s/epoch on {train.get('device')}",
-        )
+    for row in headline(manifests):
+        table.add_row(row.metric, row.value)
     return table
 
 

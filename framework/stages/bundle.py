@@ -49,4 +49,5 @@ BUNDLE = StageDef(
     upstream=("split", "train", "export", "calibrate", "evaluate"),
     config_keys=("name", "description", "intents"),
     run=run_bundle,
+    version=2,  # 2: the model card shows the run's headline table (framework.headline)
 )

@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import quote
 
 from framework.calibration_metrics import checks_markdown, stored_checks
+from framework.headline import headline, headline_markdown
 from framework.io import atomic_write_bytes
 from framework.plugin_api import ReportContext
 
@@ -138,14 +139,9 @@ def summary(report: Report) -> list[str]:
     if bundle_dir:
         base = report.ctx.stage_dirs.get(BUNDLE)
         rows.append(("bundle", Cell(f"`{fmt(Path(base, str(bundle_dir)) if base else bundle_dir)}`")))
-    evaluated = report.section(EVALUATE)
-    headline = as_dict(evaluated.get("real")) or as_dict(evaluated.get("all"))  # real rows first: the evidence
-    if headline.get("accuracy") is not None:
-        evidence = headline.get("evidence") or "synthetic"
-        verdict = "benchmark evidence" if evidence == "real" else "not benchmark evidence"
-        text = f"accuracy {fmt(headline['accuracy'])} on {fmt(headline.get('n'))} {evidence} rows ({verdict})"
-        rows.append(("headline", text))
-    return ["## Summary", "", *report.table(["item", "value"], rows)]
+    lines = ["## Summary", "", *report.table(["item", "value"], rows)]
+    metrics = headline_markdown(headline(dict(ctx.manifests)))
+    return lines + (["### Headline metrics", "", *metrics, ""] if metrics else [])
 
 
 def _data_totals(report: Report) -> list[str]:

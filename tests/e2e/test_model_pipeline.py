@@ -116,9 +116,54 @@ def test_manifests_record_training_export_calibration_and_synthetic_evaluation(b
     assert 0 < calibration["ece_noise_mean"] <= calibration["ece_noise_p95"]
     card = (bundle_dir(built) / "README.md").read_text()
     assert "Synthetic evaluation" in card and "Router.load" in card
-    assert (
-        f"| ECE on test, calibrated (chance level {held_out['ece_noise_mean']:.4f}) | {held_out['ece']:.4f} |" in card
+    chance = f"chance level {held_out['ece_noise_mean']:.4f}, 95th percentile {held_out['ece_noise_p95']:.4f}"
+    assert f"| ECE on test, calibrated | {held_out['ece']:.4f} ({chance}) |" in card
+
+
+def _markdown_rows(text: str) -> list[tuple[str, str]]:
+    """The rows of the first ``| metric | value |`` table in a Markdown text."""
+    lines = text[text.index("| metric | value |") :].splitlines()[2:]
+    rows = []
+    for line in lines:
+        if not line.startswith("|"):
+            break
+        metric, value = (cell.strip() for cell in line.strip("|").split(" | "))
+        rows.append((metric, value))
+    return rows
+
+
+def test_summary_card_and_report_show_the_same_headline(built: Pipeline, tmp_path: Path) -> None:
+    """One run: the CLI summary's model table, the model card and the report list the same metrics and values."""
+    import io
+
+    from rich.console import Console
+
+    from framework.headline import headline
+    from framework.plugin_api import ReportContext
+    from framework.plugins.reporters.markdown import Params, markdown
+    from framework.summary import model_table
+
+    plans = built.plan()
+    manifests = {plan.stage.name: built.manifest(plan) for plan in plans}
+    expected = [(row.metric, row.value) for row in headline(manifests)]
+    assert [metric for metric, _ in expected][:2] == ["accuracy (test split, synthetic rows)", "macro-F1"]
+    assert len(expected) >= 8
+
+    console = Console(file=io.StringIO(), width=300, color_system=None)
+    console.print(model_table(manifests))
+    printed = [
+        tuple(cell.strip() for cell in line.strip("│").split("│"))
+        for line in console.file.getvalue().splitlines()
+        if line.startswith("│")
+    ]
+    assert printed == expected
+
+    assert _markdown_rows((bundle_dir(built) / "README.md").read_text()) == expected
+
+    context = ReportContext(
+        "tiny", "tiny.yaml", tmp_path, manifests, {plan.stage.name: plan.directory for plan in plans}
     )
+    assert _markdown_rows(markdown(Params(), context).read_text()) == expected
 
 
 def test_tampered_bundle_is_refused(built: Pipeline, tmp_path: Path) -> None:

@@ -139,9 +139,9 @@ def test_synthetic_banner_only_for_synthetic_evidence(tmp_path: Path) -> None:
     synthetic = report_text(tmp_path / "s", manifests([True] * 4))
     real = report_text(tmp_path / "r", manifests([False] * 4))
     assert SYNTHETIC_BANNER in synthetic and REAL_NOTE not in synthetic
-    assert "synthetic rows (not benchmark evidence)" in synthetic
+    assert "| accuracy (test split, synthetic rows) |" in synthetic
     assert SYNTHETIC_BANNER not in real and REAL_NOTE in real
-    assert "real rows (benchmark evidence)" in real
+    assert "| accuracy (test split, real rows) |" in real
 
 
 def test_mixed_evidence_reports_real_and_synthetic_parts_apart(tmp_path: Path) -> None:
@@ -150,7 +150,9 @@ def test_mixed_evidence_reports_real_and_synthetic_parts_apart(tmp_path: Path) -
     real, synthetic = text.index("### Real rows (benchmark evidence)"), text.index("### Synthetic rows")
     assert real < text.index(REAL_NOTE) < synthetic < text.index(SYNTHETIC_BANNER)
     assert text.count(SYNTHETIC_BANNER) == 1
-    assert "| headline | accuracy 0.5000 on 2 real rows (benchmark evidence) |" in text  # never the mixed number
+    summary = text[: text.index("## Data")]
+    first = summary.index("| accuracy (test split, 2 real rows: benchmark evidence) | 50.00% |")
+    assert first < summary.index("| accuracy (test split, mixed rows) |")  # the real rows' number comes first
 
 
 def test_calibration_checks_are_written_out_where_their_metrics_are(tmp_path: Path) -> None:
