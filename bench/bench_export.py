@@ -28,6 +28,7 @@ from _timing import time_each
 from framework.io import read_json, read_jsonl
 from framework.plugins.exporters import onnx as exporter
 from framework.runtime.onnx_classifier import OnnxTextClassifier
+from framework.stages.common import read_train_facts
 
 
 @dataclass(frozen=True)
@@ -79,8 +80,8 @@ def main() -> None:
 
     dirs = {name: Path(stage["dir"]) for name, stage in read_json(args.run / "run.json")["stages"].items()}
     model_dir = dirs["train"] / "model"
-    facts = read_json(dirs["train"] / "runtime.json")
-    labels, max_length = facts["labels"], facts["max_length"]
+    facts = read_train_facts(dirs["train"])
+    labels, max_length = facts.labels, facts.max_length
     splits = {split: read_jsonl(dirs["split"] / f"{split}.jsonl") for split in ("test", "eval")}
     tokenizer_json = model_dir / "tokenizer.json"
 

@@ -35,6 +35,7 @@ from framework.plugins.calibrators.temperature import calibration_errors, fit_te
 from framework.runtime import Router
 from framework.runtime.onnx_classifier import OnnxTextClassifier
 from framework.stages import STAGES
+from framework.stages.common import read_train_facts
 
 
 def build(recipe_name: str, outputs: Path) -> dict[str, Path]:
@@ -176,11 +177,11 @@ def main() -> None:
     texts = [row["text"] for row in test]
     truth = np.array([labels.index(row["intent"]) for row in test])
     evidence = "real" if all(not r["provenance"].get("synthetic", True) for r in test) else "synthetic or mixed"
-    facts = read_json(dirs["train"] / "runtime.json")
+    max_length = read_train_facts(dirs["train"]).max_length
     calibration = read_json(bundle / "calibration.json")
 
-    int8 = OnnxTextClassifier(bundle / "model.onnx", bundle / "tokenizer.json", facts["max_length"])
-    fp32 = OnnxTextClassifier(dirs["export"] / "model.fp32.onnx", bundle / "tokenizer.json", facts["max_length"])
+    int8 = OnnxTextClassifier(bundle / "model.onnx", bundle / "tokenizer.json", max_length)
+    fp32 = OnnxTextClassifier(dirs["export"] / "model.fp32.onnx", bundle / "tokenizer.json", max_length)
     int8_logits, fp32_logits = int8.logits(texts), fp32.logits(texts)
     probs, raw = softmax(int8_logits, calibration["temperature"]), softmax(int8_logits)
     chance, oracle = ece_diagnostics(int8_logits, truth, calibration["temperature"])
@@ -190,7 +191,7 @@ def main() -> None:
 
     def torch_one(text: str) -> Any:
         with torch.no_grad():
-            batch = tokenizer(text, truncation=True, max_length=facts["max_length"], return_tensors="pt")
+            batch = tokenizer(text, truncation=True, max_length=max_length, return_tensors="pt")
             return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
 
     sample = texts[: args.queries]
@@ -216,7 +217,7 @@ def main() -> None:
 
     def plain_once(clip: float | None = None, fused: bool = False) -> float:
         batch_size, lr = trainer_params["batch_size"], trainer_params["lr"]
-        return plain_loop_epoch(dirs["train"], train_rows, labels, batch_size, lr, facts["max_length"], clip, fused)
+        return plain_loop_epoch(dirs["train"], train_rows, labels, batch_size, lr, max_length, clip, fused)
 
     # A-B-C-C-B-A order, so no side gains from its place in a warming or slowing process; repeated as asked.
     clip = trainer_params.get("max_grad_norm")

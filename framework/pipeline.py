@@ -17,11 +17,13 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
 
 from framework import __version__
 from framework.config.check import ValidatedRecipe
-from framework.errors import IntentcraftError, StageStopped
+from framework.errors import IntentcraftError, StageError, StageStopped
 from framework.io import atomic_write_json, dumps_canonical, publish_dir, read_json, sha256_bytes
 from framework.progress import Progress, say
 from framework.redact import redact
@@ -41,9 +43,13 @@ class State(StrEnum):
     PARTIAL = "PARTIAL"
 
 
+F = TypeVar("F", bound=BaseModel)
+
+
 @dataclass
 class StageRun:
-    """What a stage's ``run`` function gets: the recipe, its staging dir and its inputs' dirs."""
+    """What a stage's ``run`` function gets: the recipe, its staging dir, and its upstream stages' outputs
+    (``inputs``: their directories; ``manifests``: what they published, read typed with :meth:`facts`)."""
 
     recipe: ValidatedRecipe
     work_dir: Path
@@ -53,17 +59,28 @@ class StageRun:
     resume_dir: Path | None = None
     limit: int | None = None
     fingerprint: str = ""
+    manifests: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def warn(self, message: str) -> None:
         """Keep a warning for the manifest and the summary."""
         if message not in self.warnings:
             self.warnings.append(message)
 
+    def facts(self, stage: str, model: type[F]) -> F:
+        """What an upstream stage published, as ``model`` (its manifest's bookkeeping keys left out)."""
+        manifest = self.manifests[stage]
+        return model.model_validate({key: manifest[key] for key in model.model_fields if key in manifest})
+
+    def path(self, stage: str, name: str) -> Path:
+        """A file or directory an upstream stage's facts name, inside that stage's output."""
+        return self.inputs[stage] / name
+
 
 @dataclass(frozen=True)
 class StageDef:
     """One stage: its upstream stages, the recipe keys it reads and what it runs.
 
+    ``facts`` is the model of what ``run`` returns (published in the manifest and validated first).
     ``files`` names the input files whose bytes feed the fingerprint, each under a label that does not
     depend on where the file lives (see ``labelled_files``), so a moved checkout or another virtual
     environment holding the same files leaves the stage current.
@@ -72,8 +89,9 @@ class StageDef:
     name: str
     upstream: tuple[str, ...]
     config_keys: tuple[str, ...]
-    run: Callable[[StageRun], dict[str, Any]]
+    run: Callable[[StageRun], dict[str, Any] | BaseModel]
     version: int = 1
+    facts: type[BaseModel] | None = None
     plugins: Callable[[ValidatedRecipe], list[Any]] = lambda recipe: []
     files: Callable[[ValidatedRecipe], dict[str, Path]] = lambda recipe: {}
 
@@ -132,6 +150,20 @@ def say_waiting(plan: StagePlan, pid: int | None) -> None:
     """Tell the user (on stderr and in the run log) that a stage waits for another run computing it."""
     holder = f"pid {pid}" if pid is not None else "pid unknown"
     say(f"{plan.stage.name}: waiting for another run ({holder}) computing this stage...", markup=False)
+
+
+def published_facts(stage: StageDef, result: dict[str, Any] | BaseModel) -> dict[str, Any]:
+    """A stage's result as the manifest keeps it, checked against the stage's ``facts`` model."""
+    details = result.model_dump(exclude_none=True) if isinstance(result, BaseModel) else result
+    if stage.facts is not None:
+        try:
+            stage.facts.model_validate(details)
+        except ValidationError as exc:
+            raise StageError(
+                f"{stage.name}: the stage's results do not match {stage.facts.__name__} ({exc.error_count()} "
+                f"problems, first: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}); this is a bug in the stage"
+            ) from None
+    return details
 
 
 class Pipeline:
@@ -262,9 +294,10 @@ class Pipeline:
         (resume / STOPPED).unlink(missing_ok=True)
         started = time.time()
         with Progress(label=plan.stage.name) as progress:
-            run = StageRun(self.recipe, staging, inputs, progress, [], resume, limit, plan.fingerprint)
+            manifests = {name: read_json(path / MANIFEST) for name, path in inputs.items()}
+            run = StageRun(self.recipe, staging, inputs, progress, [], resume, limit, plan.fingerprint, manifests)
             try:
-                details = plan.stage.run(run)
+                details = published_facts(plan.stage, plan.stage.run(run))
             except StageStopped as stop:
                 shutil.rmtree(staging, ignore_errors=True)
                 atomic_write_json(resume / STOPPED, {"reason": str(stop), "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})

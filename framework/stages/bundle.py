@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import shutil
 from collections import Counter
-from typing import Any
 
-from framework.io import read_json
+from framework.io import atomic_write_text, read_json
 from framework.model_card import render_card
 from framework.pipeline import StageDef, StageRun
 from framework.rows import SPLITS
-from framework.runtime import verify_bundle
+from framework.runtime import verify_bundle, write_checksums
+from framework.runtime.bundle import BundleManifest
+from framework.stage_facts import BundleFacts, CalibrationFacts, EvaluateFacts
 from framework.stages.common import split_rows
-from framework.stages.evaluate import assemble_bundle
+from framework.stages.evaluate import write_model
 
 BUNDLE_DIR = "bundle"
 
@@ -26,22 +28,30 @@ def _data_counts(run: StageRun) -> dict[str, dict[str, int]]:
     return counts
 
 
-def run_bundle(run: StageRun) -> dict[str, Any]:
-    """Produce ``bundle/``, verified as the runtime will verify it."""
-    manifests = {name: read_json(path / "manifest.json") for name, path in run.inputs.items() if name != "split"}
+def run_bundle(run: StageRun) -> BundleFacts:
+    """Copy the bundle evaluate scored, add its model card and metrics, re-seal the checksums and verify it."""
+    manifests = {name: manifest for name, manifest in run.manifests.items() if name != "split"}
+    evaluated = run.facts("evaluate", EvaluateFacts)
+    calibrated = run.facts("calibrate", CalibrationFacts)
     data = _data_counts(run)
-    evaluation = manifests["evaluate"]["evaluation"]["all"]
+    evaluation = evaluated.evaluation["all"]
     metrics = {
-        "evaluated_split": manifests["evaluate"]["evaluated_split"],
+        "evaluated_split": evaluated.evaluated_split,
         "evidence": evaluation["evidence"],
         "accuracy": evaluation["accuracy"],
         "macro_f1": evaluation["macro_f1"],
-        "ece_after": manifests["calibrate"]["calibration"].get("ece_after"),
+        "ece_after": calibrated.calibration.get("ece_after"),
     }
-    card = render_card(run.recipe, manifests, data)
-    target = assemble_bundle(run, run.work_dir / BUNDLE_DIR, card, {"metrics": metrics, "data": data})
+    target = run.work_dir / BUNDLE_DIR
+    shutil.copytree(run.path("evaluate", evaluated.bundle_dir), target)
+    atomic_write_text(target / "README.md", render_card(run.recipe, manifests, data))
+    scored = BundleManifest.model_validate(read_json(target / "bundle.json"))
+    write_model(
+        target / "bundle.json", BundleManifest.model_validate({**scored.model_dump(), "metrics": metrics, "data": data})
+    )
+    write_checksums(target)
     info = verify_bundle(target)
-    return {"bundle_dir": BUNDLE_DIR, "files": info.files, "metrics": metrics, "data": data}
+    return BundleFacts(bundle_dir=BUNDLE_DIR, files=info.files, metrics=metrics, data=data)
 
 
 BUNDLE = StageDef(
@@ -49,5 +59,6 @@ BUNDLE = StageDef(
     upstream=("split", "train", "export", "calibrate", "evaluate"),
     config_keys=("name", "description", "intents"),
     run=run_bundle,
+    facts=BundleFacts,
     version=2,  # 2: the model card shows the run's headline table (framework.headline)
 )

@@ -12,28 +12,27 @@ from framework.errors import GateFailed, StageError
 from framework.io import atomic_write_json
 from framework.pipeline import StageDef, StageRun
 from framework.plugin_api import CalibrateContext
+from framework.runtime.bundle import CalibrationFile
 from framework.runtime.onnx_classifier import OnnxTextClassifier
-from framework.stages.common import exported_model_path, runtime_facts, split_rows
+from framework.stage_facts import CalibrationFacts
+from framework.stages.common import exported_model_path, split_rows, tokenizer_path, trained, trained_labels
 
 CALIBRATION_FILE = "calibration.json"
 LOGIT_CHUNK = 256
 
 
-def exported_model(run: StageRun) -> tuple[OnnxTextClassifier, dict[str, Any]]:
-    """The exported model (as the runtime will run it) and the trained model's labels and max_length."""
-    facts = runtime_facts(run.inputs["train"])
-    model_file = exported_model_path(run.inputs["export"])
-    tokenizer = run.inputs["train"] / "model" / "tokenizer.json"
-    return OnnxTextClassifier(model_file, tokenizer, facts["max_length"]), facts
+def exported_model(run: StageRun) -> tuple[OnnxTextClassifier, list[str]]:
+    """The exported model (as the runtime will run it) and the trained model's labels in logit order."""
+    model = OnnxTextClassifier(exported_model_path(run), tokenizer_path(run), trained(run).max_length)
+    return model, trained_labels(run)
 
 
-def run_calibrate(run: StageRun) -> dict[str, Any]:
-    """Produce ``calibration.json`` and the reliability diagram."""
+def run_calibrate(run: StageRun) -> CalibrationFacts:
+    """Produce ``calibration.json`` (the bundle's, as ``CalibrationFile``) and the reliability diagram."""
     rows = split_rows(run, "eval")
     if not rows:
         raise StageError("calibrate: the eval split is empty; give split.ratios.eval a share (e.g. 0.1).")
-    model, facts = exported_model(run)
-    labels = facts["labels"]
+    model, labels = exported_model(run)
     bar = run.progress.task("calibrate: eval logits", len(rows))
     chunks = []
     for start in range(0, len(rows), LOGIT_CHUNK):  # in chunks, so that long eval splits show progress
@@ -51,18 +50,19 @@ def run_calibrate(run: StageRun) -> dict[str, Any]:
     )
     bound = run.recipe.bound("calibrate")
     result = bound.spec.func(bound.params, context)
-    calibration = {
-        "temperature": result.temperature,
-        "thresholds": result.thresholds,
-        "global_threshold": result.global_threshold,
-        "fallback_intent": fallback,
-    }
+    calibration = CalibrationFile(
+        temperature=result.temperature,
+        thresholds=result.thresholds,
+        global_threshold=result.global_threshold,
+        fallback_intent=fallback,
+    ).model_dump(mode="json")
     atomic_write_json(run.work_dir / CALIBRATION_FILE, calibration)
     _ece_gate(result.metrics, run.recipe.config.calibrate.max_ece, run.warn)
-    return {
-        "calibration": {**calibration, **result.metrics, "checks": eval_checks(result.metrics, len(rows))},
-        "plots": [str(p.relative_to(run.work_dir)) for p in result.plots],
-    }
+    return CalibrationFacts(
+        calibration={**calibration, **result.metrics, "checks": eval_checks(result.metrics, len(rows))},
+        plots=[str(p.relative_to(run.work_dir)) for p in result.plots],
+        calibration_file=CALIBRATION_FILE,
+    )
 
 
 def eval_checks(metrics: dict[str, Any], rows: int) -> list[dict[str, Any]]:
@@ -123,6 +123,7 @@ CALIBRATE = StageDef(
     upstream=("split", "train", "export"),
     config_keys=("calibrate", "intents"),
     run=run_calibrate,
+    facts=CalibrationFacts,
     version=2,  # 2: calibration checks (ECE against chance, a rising MCE) in the facts
     plugins=lambda recipe: [recipe.bound("calibrate")],
 )

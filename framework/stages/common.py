@@ -1,4 +1,4 @@
-"""Helpers shared by the model stages: reading splits, the label order and the runtime facts of a model."""
+"""Helpers shared by the model stages: the split rows, the trained model's facts and the exported model."""
 
 from __future__ import annotations
 
@@ -8,23 +8,51 @@ from typing import Any
 from framework.io import read_json, read_jsonl
 from framework.pipeline import StageRun
 from framework.progress import say as say  # re-exported: a line for the user and the run log
+from framework.stage_facts import ExportFacts, SplitFacts, TrainFacts
 
-RUNTIME_FILE = "runtime.json"  # written by the train stage: {"labels": [...], "max_length": int}
+LEGACY_RUNTIME_FILE = "runtime.json"
+"""Where train stages before the labels were published kept them; read only for such cached outputs."""
 
 
 def split_rows(run: StageRun, split: str) -> list[dict[str, Any]]:
-    """Rows of one split from the split stage's output."""
-    return read_jsonl(run.inputs["split"] / f"{split}.jsonl")
+    """Rows of one split, from the file the split stage names for it."""
+    return read_jsonl(run.path("split", run.facts("split", SplitFacts).files[split]))
 
 
-def runtime_facts(train_dir: Path) -> dict[str, Any]:
-    """Labels (logit order) and max_length of the trained model."""
-    return read_json(train_dir / RUNTIME_FILE)
+def trained(run: StageRun) -> TrainFacts:
+    """The train stage's facts, with its labels (logit order) even when its cached output predates them."""
+    return _with_labels(run.facts("train", TrainFacts), run.inputs["train"])
 
 
-def exported_model_path(export_dir: Path) -> Path:
-    """The model file the export stage ships (named in its manifest)."""
-    return export_dir / read_json(export_dir / "manifest.json")["model_file"]
+def read_train_facts(train_dir: Path) -> TrainFacts:
+    """A train stage output's facts, from its manifest (for tools that read a finished run, e.g. ``bench/``)."""
+    manifest = read_json(train_dir / "manifest.json")
+    facts = TrainFacts.model_validate({key: manifest[key] for key in TrainFacts.model_fields if key in manifest})
+    return _with_labels(facts, train_dir)
+
+
+def _with_labels(facts: TrainFacts, train_dir: Path) -> TrainFacts:
+    if facts.labels is not None:
+        return facts
+    legacy = read_json(train_dir / LEGACY_RUNTIME_FILE)
+    return facts.model_copy(update={"labels": list(legacy["labels"])})
+
+
+def trained_labels(run: StageRun) -> list[str]:
+    """The trained model's labels, in logit order."""
+    labels = trained(run).labels
+    assert labels is not None  # trained() fills them in
+    return labels
+
+
+def exported_model_path(run: StageRun) -> Path:
+    """The model file the export stage ships."""
+    return run.path("export", run.facts("export", ExportFacts).model_file)
+
+
+def tokenizer_path(run: StageRun) -> Path:
+    """The trained model's tokenizer."""
+    return run.path("train", trained(run).tokenizer_path())
 
 
 def model_input_names(model_path: Path) -> list[str]:

@@ -7,46 +7,61 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
+
 from framework import __version__
 from framework.calibration_metrics import EceNoise, calibration_checks
 from framework.io import atomic_write_json, atomic_write_text, read_json, write_jsonl
 from framework.metrics import evaluate_rows, plot_confusion_matrix
 from framework.pipeline import StageDef, StageRun
 from framework.runtime import Router, write_checksums
-from framework.stages.calibrate import CALIBRATION_FILE
-from framework.stages.common import exported_model_path, model_input_names, runtime_facts, split_rows
+from framework.runtime.bundle import BundleManifest, CalibrationFile, LabelsFile
+from framework.stage_facts import CalibrationFacts, EvaluateFacts
+from framework.stages.common import (
+    exported_model_path,
+    model_input_names,
+    split_rows,
+    tokenizer_path,
+    trained,
+    trained_labels,
+)
 from framework.stages.shipped_labels import intent_names, shipped_calibration, shipped_labels, to_intent_name
 
-CANDIDATE = "bundle"
+BUNDLE_DIR = "bundle"
+PLACEHOLDER_CARD = "Bundle evaluated by intentcraft; the bundle stage writes its model card.\n"
 
 
-def assemble_bundle(run: StageRun, target: Path, card: str, extra: dict[str, Any] | None = None) -> Path:
-    """Write a complete bundle directory (model, tokenizer, labels, calibration, bundle.json, card, checksums)."""
-    train_dir, export_dir = run.inputs["train"], run.inputs["export"]
-    facts = runtime_facts(train_dir)
+def write_bundle(run: StageRun, target: Path) -> Path:
+    """Write the bundle as it ships: model, tokenizer, labels, calibration, ``bundle.json`` and checksums.
+
+    The one place a bundle is assembled. Evaluate scores exactly these files; the bundle stage copies them,
+    adds the model card and the metrics to ``bundle.json``, and re-seals the checksums.
+    """
+    facts = trained(run)
     target.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(exported_model_path(export_dir), target / "model.onnx")
-    shutil.copyfile(train_dir / "model" / "tokenizer.json", target / "tokenizer.json")
+    shutil.copyfile(exported_model_path(run), target / "model.onnx")
+    shutil.copyfile(tokenizer_path(run), target / "tokenizer.json")
     display = run.recipe.config.display_labels
-    calibration = read_json(run.inputs["calibrate"] / CALIBRATION_FILE)
-    atomic_write_json(target / "calibration.json", shipped_calibration(calibration, display))
-    atomic_write_json(target / "labels.json", {"labels": shipped_labels(facts["labels"], display)})
-    names = {"intent_names": intent_names(display)} if display else {}
-    atomic_write_json(
-        target / "bundle.json",
-        {
-            "format_version": 1,
-            "recipe": run.recipe.name,
-            "max_length": facts["max_length"],
-            "created_by": f"intentcraft {__version__}",
-            "inputs": model_input_names(target / "model.onnx"),
-            **names,
-            **(extra or {}),
-        },
-    )
-    atomic_write_text(target / "README.md", card)
+    fitted = read_json(run.path("calibrate", run.facts("calibrate", CalibrationFacts).calibration_file))
+    write_model(target / "calibration.json", CalibrationFile.model_validate(shipped_calibration(fitted, display)))
+    write_model(target / "labels.json", LabelsFile(labels=shipped_labels(trained_labels(run), display)))
+    manifest = {
+        "format_version": 1,
+        "recipe": run.recipe.name,
+        "max_length": facts.max_length,
+        "created_by": f"intentcraft {__version__}",
+        "inputs": model_input_names(target / "model.onnx"),
+        **({"intent_names": intent_names(display)} if display else {}),
+    }
+    write_model(target / "bundle.json", BundleManifest.model_validate(manifest))
+    atomic_write_text(target / "README.md", PLACEHOLDER_CARD)
     write_checksums(target)
     return target
+
+
+def write_model(path: Path, model: BaseModel) -> None:
+    """A bundle file from its schema model (``framework.runtime.bundle``)."""
+    atomic_write_json(path, model.model_dump(mode="json"))
 
 
 def _test_rows(run: StageRun) -> tuple[str, list[dict[str, Any]]]:
@@ -68,10 +83,10 @@ def add_calibration_checks(evaluation: dict[str, Any], split: str) -> None:
         held_out["checks"] = [check.to_dict() for check in checks]
 
 
-def run_evaluate(run: StageRun) -> dict[str, Any]:
-    """Produce ``predictions.jsonl``, the confusion matrix and the metrics, from the shipped artifact."""
+def run_evaluate(run: StageRun) -> EvaluateFacts:
+    """Write the bundle, then produce ``predictions.jsonl``, the confusion matrix and the metrics from it."""
     config = run.recipe.config
-    bundle = assemble_bundle(run, run.work_dir / CANDIDATE, "Candidate bundle evaluated by intentcraft.\n")
+    bundle = write_bundle(run, run.work_dir / BUNDLE_DIR)
     router = Router.load(bundle)
     split, rows = _test_rows(run)
     bar = run.progress.task(f"evaluate: {split} split", len(rows))
@@ -104,13 +119,13 @@ def run_evaluate(run: StageRun) -> dict[str, Any]:
         ],
     )
     decisions = Counter(r.decision for r in results)
-    return {
-        "evaluation": evaluation,
-        "evaluated_split": split,
-        "decisions": dict(decisions),
-        "plots": ["confusion_matrix.png"],
-        "candidate_bundle": CANDIDATE,
-    }
+    return EvaluateFacts(
+        evaluation=evaluation,
+        evaluated_split=split,
+        decisions=dict(decisions),
+        plots=["confusion_matrix.png"],
+        bundle_dir=BUNDLE_DIR,
+    )
 
 
 EVALUATE = StageDef(
@@ -118,5 +133,6 @@ EVALUATE = StageDef(
     upstream=("split", "train", "export", "calibrate"),
     config_keys=("evaluate", "intents"),
     run=run_evaluate,
+    facts=EvaluateFacts,
     version=2,  # 2: calibration checks (held-out ECE against chance) beside each part's calibration
 )

@@ -2,24 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from framework.errors import GateFailed
 from framework.pipeline import StageDef, StageRun
 from framework.plugin_api import ExportContext
-from framework.stages.common import runtime_facts, split_rows
+from framework.stage_facts import ExportFacts
+from framework.stages.common import split_rows, trained, trained_labels
 
 
-def run_export(run: StageRun) -> dict[str, Any]:
+def run_export(run: StageRun) -> ExportFacts:
     """Produce the runtime model file; fail the gate if it loses too much accuracy."""
-    train_dir = run.inputs["train"]
-    facts = runtime_facts(train_dir)
+    facts = trained(run)
     bound = run.recipe.bound("export")
     context = ExportContext(
-        model_dir=train_dir / "model",
-        labels=facts["labels"],
+        model_dir=run.path("train", facts.model_dir),
+        labels=trained_labels(run),
         eval_rows=split_rows(run, "eval"),
-        max_length=facts["max_length"],
+        max_length=facts.max_length,
         work_dir=run.work_dir,
         task=run.progress.task,
         warn=run.warn,
@@ -35,16 +33,13 @@ def run_export(run: StageRun) -> dict[str, Any]:
             "export.reduce_range=true where they are off, quantize fewer op types (export.op_types), or ship fp32 "
             "with export.quantize=false."
         )
-    return {
-        "export": {
-            "reference_accuracy": result.reference_accuracy,
-            "exported_accuracy": result.exported_accuracy,
-            "accuracy_drop": drop,
-            "max_accuracy_drop": limit,
-            **result.metrics,
-        },
-        "model_file": result.model_path.name,
+    accuracy = {
+        "reference_accuracy": result.reference_accuracy,
+        "exported_accuracy": result.exported_accuracy,
+        "accuracy_drop": drop,
+        "max_accuracy_drop": limit,
     }
+    return ExportFacts(export={**accuracy, **result.metrics}, model_file=result.model_path.name)
 
 
 EXPORT = StageDef(
@@ -52,5 +47,6 @@ EXPORT = StageDef(
     upstream=("split", "train"),
     config_keys=("export",),
     run=run_export,
+    facts=ExportFacts,
     plugins=lambda recipe: [recipe.bound("export")],
 )

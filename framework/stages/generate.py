@@ -13,6 +13,9 @@ from framework.io import write_jsonl
 from framework.pipeline import StageDef, StageRun, labelled_files
 from framework.plugin_api import GenerateContext, SourceContext
 from framework.seeding import derive_seed, make_rng
+from framework.stage_facts import GenerateFacts
+
+ROWS_FILE = "rows.jsonl"
 
 
 def allocate(total: int, shares: dict[str, float]) -> dict[str, int]:
@@ -107,7 +110,7 @@ def source_files(recipe: ValidatedRecipe) -> dict[str, Path]:
     return files
 
 
-def run_generate(run: StageRun) -> dict[str, Any]:
+def run_generate(run: StageRun) -> GenerateFacts:
     """Produce ``rows.jsonl`` (real rows from sources, then generated ones) and ``verification_sample.jsonl``."""
     rows: list[dict[str, Any]] = []
     for name, bound in run.recipe.sources.items():
@@ -120,28 +123,30 @@ def run_generate(run: StageRun) -> dict[str, Any]:
         raise StageError(
             f"generate: generators produced duplicate row ids (e.g. {duplicated[0]}); this is a plugin bug"
         )
-    write_jsonl(run.work_dir / "rows.jsonl", rows)
+    write_jsonl(run.work_dir / ROWS_FILE, rows)
     fraction = run.recipe.config.generate.verification_fraction
     rng = make_rng(run.recipe.config.seed, "verification")
     sample = [row for row in rows if rng.random() < fraction]
     write_jsonl(run.work_dir / "verification_sample.jsonl", sample)
     per_intent = Counter(row["intent"] for row in rows)
     per_generator = Counter(row["provenance"]["generator"] for row in rows)
-    return {
-        "counts": {
+    return GenerateFacts(
+        counts={
             "rows": len(rows),
             "per_intent": dict(sorted(per_intent.items())),
             "per_generator": dict(per_generator),
         },
-        "verification_sample": {"rows": len(sample), "file": "verification_sample.jsonl"},
-        **({"generators": details} if details else {}),
-    }
+        verification_sample={"rows": len(sample), "file": "verification_sample.jsonl"},
+        generators=details or None,
+        rows_file=ROWS_FILE,
+    )
 
 
 GENERATE = StageDef(
     name="generate",
     upstream=(),
     config_keys=("seed", "slots", "intents", "sources", "generate"),
+    facts=GenerateFacts,
     run=run_generate,
     plugins=lambda recipe: [*recipe.sources.values(), *recipe.generators.values()],
     files=source_files,

@@ -12,6 +12,7 @@ from framework.pipeline import StageDef, StageRun
 from framework.plugin_api import SplitContext
 from framework.rows import SPLITS
 from framework.seeding import derive_seed
+from framework.stage_facts import SplitFacts, ValidateFacts
 
 MIN_ROWS_PER_INTENT = 3
 
@@ -28,10 +29,10 @@ def _check_enough_rows(rows: list[dict[str, Any]], intents: list[str]) -> None:
         )
 
 
-def run_split(run: StageRun) -> dict[str, Any]:
+def run_split(run: StageRun) -> SplitFacts:
     """Produce ``train.jsonl``, ``eval.jsonl``, ``test.jsonl`` and ``dropped.jsonl``."""
     config = run.recipe.config
-    rows = read_jsonl(run.inputs["validate"] / "accepted.jsonl")
+    rows = read_jsonl(run.path("validate", run.facts("validate", ValidateFacts).accepted_file))
     kept, dropped = dedupe_rows(rows, config.split.dedupe)
     _check_enough_rows(kept, list(config.intents))
     bound = run.recipe.splitter
@@ -57,25 +58,24 @@ def run_split(run: StageRun) -> dict[str, Any]:
         raise StageError(
             f"split: leakage guard: {len(leaks)} normalised texts in two splits, e.g. {leaks[0]} (plugin bug)"
         )
-    for split in SPLITS:
-        write_jsonl(run.work_dir / f"{split}.jsonl", [row for row in kept if row["split"] == split])
+    files = {split: f"{split}.jsonl" for split in SPLITS}
+    for split, name in files.items():
+        write_jsonl(run.work_dir / name, [row for row in kept if row["split"] == split])
     write_jsonl(
         run.work_dir / "dropped.jsonl",
         [{**d["row"], "dropped": {"rule": d["rule"], "reason": d["reason"]}} for d in dropped],
     )
     table = Counter((row["intent"], row["split"]) for row in kept)
     real = Counter(row["split"] for row in kept if not row["provenance"].get("synthetic", True))
-    return {
-        "counts": {
-            "input": len(rows),
-            "kept": len(kept),
-            "dropped": dict(Counter(d["rule"] for d in dropped)),
-            "per_intent": {i: {s: table.get((i, s), 0) for s in SPLITS} for i in config.intents},
-            "leaks": 0,
-            "real_per_split": {split: real.get(split, 0) for split in SPLITS},
-        },
-        "splitter": result.report,
+    counts = {
+        "input": len(rows),
+        "kept": len(kept),
+        "dropped": dict(Counter(d["rule"] for d in dropped)),
+        "per_intent": {i: {s: table.get((i, s), 0) for s in SPLITS} for i in config.intents},
+        "leaks": 0,
+        "real_per_split": {split: real.get(split, 0) for split in SPLITS},
     }
+    return SplitFacts(counts=counts, splitter=result.report, files=files)
 
 
 SPLIT = StageDef(
@@ -83,5 +83,6 @@ SPLIT = StageDef(
     upstream=("validate",),
     config_keys=("seed", "split"),
     run=run_split,
+    facts=SplitFacts,
     plugins=lambda recipe: [recipe.splitter],
 )

@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from framework.config.check import ValidatedRecipe
-from framework.io import atomic_write_json
 from framework.models import model_files
 from framework.pipeline import StageDef, StageRun, labelled_files
 from framework.plugin_api import TrainContext
 from framework.seeding import derive_seed
-from framework.stages.common import RUNTIME_FILE, say, split_rows
+from framework.stage_facts import TrainFacts
+from framework.stages.common import say, split_rows
 
 
-def run_train(run: StageRun) -> dict[str, Any]:
-    """Produce ``model/`` (Hugging Face layout), ``runtime.json`` and ``training.json``."""
+def run_train(run: StageRun) -> TrainFacts:
+    """Produce ``model/`` (Hugging Face layout) and ``training.json``; the facts name the labels in logit order."""
     config = run.recipe.config
     labels = list(config.intents)
     bound = run.recipe.bound("trainer")
@@ -29,8 +28,7 @@ def run_train(run: StageRun) -> dict[str, Any]:
     )
     result = bound.spec.func(split_rows(run, "train"), split_rows(run, "eval"), bound.params, context)
     max_length = getattr(bound.params, "max_length", 128)
-    atomic_write_json(run.work_dir / RUNTIME_FILE, {"labels": labels, "max_length": max_length})
-    return {"train": result.metrics, "model_dir": result.model_dir.name, "max_length": max_length}
+    return TrainFacts(train=result.metrics, model_dir=result.model_dir.name, max_length=max_length, labels=labels)
 
 
 def _model_files(recipe: ValidatedRecipe) -> dict[str, Path]:
@@ -43,6 +41,7 @@ TRAIN = StageDef(
     upstream=("split",),
     config_keys=("seed", "trainer"),
     run=run_train,
+    facts=TrainFacts,
     plugins=lambda recipe: [recipe.bound("trainer")],
     files=_model_files,
 )

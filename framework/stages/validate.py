@@ -10,15 +10,18 @@ from framework.io import read_jsonl, write_jsonl
 from framework.pipeline import StageDef, StageRun
 from framework.plugin_api import ValidateContext
 from framework.seeding import derive_seed
+from framework.stage_facts import GenerateFacts, ValidateFacts
+
+ACCEPTED_FILE, REJECTED_FILE = "accepted.jsonl", "rejected.jsonl"
 
 
 def _enabled_layers(recipe: Any) -> dict[str, Any]:
     return {name: bound for name, bound in recipe.layers.items() if bound.section.enabled}
 
 
-def run_validate(run: StageRun) -> dict[str, Any]:
+def run_validate(run: StageRun) -> ValidateFacts:
     """Produce ``accepted.jsonl`` and ``rejected.jsonl``; fail the gate on too many rejections."""
-    rows = read_jsonl(run.inputs["generate"] / "rows.jsonl")
+    rows = read_jsonl(run.path("generate", run.facts("generate", GenerateFacts).rows_file))
     config = run.recipe.config
     accepted, rejected = rows, []
     per_layer: dict[str, Counter[str]] = defaultdict(Counter)
@@ -43,20 +46,22 @@ def run_validate(run: StageRun) -> dict[str, Any]:
                 per_layer[layer][verdict.rule] += 1
                 rejected.append({**row, "rejection": {"layer": layer, "rule": verdict.rule, "reason": verdict.reason}})
         accepted = [row for row in accepted if row["id"] not in verdicts]
-    write_jsonl(run.work_dir / "accepted.jsonl", accepted)
-    write_jsonl(run.work_dir / "rejected.jsonl", rejected)
+    write_jsonl(run.work_dir / ACCEPTED_FILE, accepted)
+    write_jsonl(run.work_dir / REJECTED_FILE, rejected)
     _rejection_gate(len(rows), rejected, config.validate_.max_rejected_fraction)
-    return {
-        "counts": {
+    return ValidateFacts(
+        counts={
             "input": len(rows),
             "accepted": len(accepted),
             "rejected": len(rejected),
             "accepted_per_intent": dict(sorted(Counter(r["intent"] for r in accepted).items())),
             "rejected_per_layer": {layer: dict(rules) for layer, rules in per_layer.items()},
         },
-        "examples": _examples(rejected),
-        **({"survival": survival} if (survival := survival_rates(rows, accepted)) else {}),
-    }
+        examples=_examples(rejected),
+        survival=survival_rates(rows, accepted) or None,
+        accepted_file=ACCEPTED_FILE,
+        rejected_file=REJECTED_FILE,
+    )
 
 
 def survival_rates(rows: list[dict[str, Any]], accepted: list[dict[str, Any]]) -> dict[str, dict[str, dict]]:
@@ -112,6 +117,7 @@ VALIDATE = StageDef(
     name="validate",
     upstream=("generate",),
     config_keys=("seed", "intents", "validate"),
+    facts=ValidateFacts,
     run=run_validate,
     plugins=lambda recipe: list(_enabled_layers(recipe).values()),
 )

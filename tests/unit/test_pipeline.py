@@ -294,3 +294,56 @@ def test_a_stage_error_of_any_class_reaches_the_user_with_where_its_output_is(tm
     kept = next((tmp_path / "cache" / "broken").glob("*.failed-*"))
     assert message.endswith(f"Partial output of the broken stage is kept in {kept}.")
     assert (kept / "half.txt").read_text() == "partial"
+
+
+def test_published_facts_are_checked_against_the_stage_model_and_read_back_typed(tmp_path: Path) -> None:
+    """A stage publishes a pydantic model; the next stage reads it typed; a result that breaks the model fails."""
+    from pydantic import BaseModel
+
+    from framework.errors import StageError
+
+    class CountFacts(BaseModel):
+        rows: int
+        file: str = "rows.txt"
+
+    def produce(run: StageRun) -> CountFacts:
+        (run.work_dir / "rows.txt").write_text("a\nb\n")
+        return CountFacts(rows=2)
+
+    seen: list[tuple[int, str]] = []
+
+    def consume(run: StageRun) -> dict:
+        facts = run.facts("produce", CountFacts)
+        seen.append((facts.rows, run.path("produce", facts.file).read_text()))
+        return {}
+
+    stages = [
+        StageDef("produce", (), (), produce, facts=CountFacts),
+        StageDef("consume", ("produce",), (), consume),
+    ]
+    Pipeline(stages, load_recipe(TINY), tmp_path).run(lambda plan, action: None)
+    assert seen == [(2, "a\nb\n")]
+
+    broken = StageDef("produce", (), (), lambda run: {"rows": "many"}, version=2, facts=CountFacts)
+    with pytest.raises(StageError, match=r"the stage's results do not match CountFacts .* this is a bug in the stage"):
+        Pipeline([broken], load_recipe(TINY), tmp_path / "b").run(lambda plan, action: None)
+
+
+def test_train_facts_of_an_older_cached_output_take_the_labels_from_its_runtime_file(tmp_path: Path) -> None:
+    """Train outputs cached before the labels were published keep working: their runtime.json still holds them."""
+    from framework.io import atomic_write_json
+    from framework.stages.common import read_train_facts
+
+    manifest = {
+        "stage": "train",
+        "status": "complete",
+        "train": {"epochs_run": 2},
+        "model_dir": "model",
+        "max_length": 64,
+    }
+    atomic_write_json(tmp_path / "manifest.json", manifest)
+    atomic_write_json(tmp_path / "runtime.json", {"labels": ["B", "A"], "max_length": 64})
+    assert read_train_facts(tmp_path).labels == ["B", "A"]
+    atomic_write_json(tmp_path / "manifest.json", {**manifest, "labels": ["A", "B"]})
+    assert read_train_facts(tmp_path).labels == ["A", "B"]
+    assert read_train_facts(tmp_path).tokenizer_path() == "model/tokenizer.json"

@@ -1,0 +1,100 @@
+"""What each built-in stage publishes in its manifest, as pydantic models.
+
+A stage returns its facts; the pipeline validates them against the stage's model before it publishes the
+manifest, and a downstream stage reads them back typed with ``run.facts(stage, Model)`` and finds the
+files they name with ``run.path(stage, name)`` (never by a path it hard-codes). Defaults of file-name fields
+are the names earlier versions wrote, so manifests already in a cache keep reading the same.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from framework.rows import SPLITS
+
+
+class StageFacts(BaseModel):
+    """Base of every stage's facts: unknown keys are errors when a stage publishes."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class GenerateFacts(StageFacts):
+    """Rows made, per intent and generator; ``rows_file`` holds them (JSONL)."""
+
+    counts: dict[str, Any]
+    verification_sample: dict[str, Any]
+    generators: dict[str, Any] | None = None
+    rows_file: str = "rows.jsonl"
+
+
+class ValidateFacts(StageFacts):
+    """Rows accepted and rejected, per layer and rule; the files hold them (JSONL)."""
+
+    counts: dict[str, Any]
+    examples: dict[str, dict[str, str]]
+    survival: dict[str, Any] | None = None
+    accepted_file: str = "accepted.jsonl"
+    rejected_file: str = "rejected.jsonl"
+
+
+class SplitFacts(StageFacts):
+    """Rows per intent and split; ``files`` names each split's JSONL file."""
+
+    counts: dict[str, Any]
+    splitter: dict[str, Any] = Field(default_factory=dict)
+    files: dict[str, str] = Field(default_factory=lambda: {split: f"{split}.jsonl" for split in SPLITS})
+
+
+class TrainFacts(StageFacts):
+    """The trained model: its directory (Hugging Face layout), input length, labels in logit order, metrics.
+
+    ``labels`` is None only in manifests written before the train stage published it (see
+    ``framework.stages.common.trained``).
+    """
+
+    train: dict[str, Any]
+    model_dir: str
+    max_length: int = Field(gt=0)
+    labels: list[str] | None = None
+    tokenizer_file: str = "tokenizer.json"
+
+    def tokenizer_path(self) -> str:
+        """The tokenizer, relative to the stage's output."""
+        return f"{self.model_dir}/{self.tokenizer_file}"
+
+
+class ExportFacts(StageFacts):
+    """The runtime model file and its accuracy against the trained model."""
+
+    export: dict[str, Any]
+    model_file: str
+
+
+class CalibrationFacts(StageFacts):
+    """Temperature, thresholds and metrics (``calibration``), the file the bundle ships, and the plots."""
+
+    calibration: dict[str, Any]
+    plots: list[str] = Field(default_factory=list)
+    calibration_file: str = "calibration.json"
+
+
+class EvaluateFacts(StageFacts):
+    """Metrics of the bundle as it ships, on the evaluated split; ``bundle_dir`` holds that bundle."""
+
+    evaluation: dict[str, Any]
+    evaluated_split: str
+    decisions: dict[str, int]
+    plots: list[str] = Field(default_factory=list)
+    bundle_dir: str = "bundle"
+
+
+class BundleFacts(StageFacts):
+    """The shipped bundle: its directory, the checksums of its files, its headline metrics and data counts."""
+
+    bundle_dir: str
+    files: dict[str, str]
+    metrics: dict[str, Any]
+    data: dict[str, dict[str, int]]
