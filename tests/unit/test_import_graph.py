@@ -1,0 +1,106 @@
+"""No import cycles in ``framework/`` (and ``plugins/``, shipped as ``framework.plugins``): module-level imports
+only, since an import inside a function runs when it is called, and ``if TYPE_CHECKING:`` blocks never run."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from tests.conftest import REPO
+
+
+def module_name(path: Path) -> str:
+    """``framework/stages/train.py`` -> ``framework.stages.train``; ``plugins/x/y.py`` -> ``framework.plugins.x.y``."""
+    parts = list(path.relative_to(REPO).with_suffix("").parts)
+    if parts[0] == "plugins":
+        parts = ["framework", "plugins", *parts[1:]]
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def module_level_imports(tree: ast.Module, me: str, package: bool) -> set[str]:
+    """Modules (and ``module.name`` for ``from module import name``) imported when the module is imported."""
+    found: set[str] = set()
+    statements = list(tree.body)
+    while statements:
+        node = statements.pop()
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            statements += node.orelse
+        elif isinstance(node, ast.If | ast.Try | ast.With):
+            for block in ("body", "orelse", "finalbody", "handlers"):
+                statements += getattr(node, block, [])
+        elif isinstance(node, ast.ExceptHandler):
+            statements += node.body
+        elif isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = me.split(".") if package else me.split(".")[:-1]
+            module = node.module or ""
+            if node.level:
+                module = ".".join([*base[: len(base) - node.level + 1], *([module] if module else [])])
+            found.add(module)
+            found |= {f"{module}.{alias.name}" for alias in node.names}
+    return found
+
+
+def import_graph() -> dict[str, set[str]]:
+    paths = [*REPO.joinpath("framework").rglob("*.py"), *REPO.joinpath("plugins").rglob("*.py")]
+    modules = {module_name(path): path for path in paths}
+    graph = {}
+    for name, path in modules.items():
+        imported = module_level_imports(ast.parse(path.read_text()), name, path.name == "__init__.py")
+        graph[name] = {module for module in imported if module in modules and module != name}
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan, iterative)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+    for root in sorted(graph):
+        if root in index:
+            continue
+        work = [(root, iter(sorted(graph[root])))]
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            node, children = work[-1]
+            child = next(children, None)
+            if child is not None:
+                if child not in index:
+                    index[child] = low[child] = len(index)
+                    stack.append(child)
+                    on_stack.add(child)
+                    work.append((child, iter(sorted(graph[child]))))
+                elif child in on_stack:
+                    low[node] = min(low[node], index[child])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[node])
+            if low[node] == index[node]:
+                component = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    component.append(member)
+                    if member == node:
+                        break
+                if len(component) > 1:
+                    found.append(sorted(component))
+    return found
+
+
+def test_the_checker_finds_a_cycle() -> None:
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    source = "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import x\nimport y\ndef f():\n    import z\n"
+    assert module_level_imports(ast.parse(source), "m", False) == {"typing", "typing.TYPE_CHECKING", "y"}
+
+
+def test_framework_has_no_import_cycles() -> None:
+    graph = import_graph()
+    assert len(graph) > 50 and "framework.pipeline" in graph and "framework.plugins.trainers.encoder" in graph
+    assert cycles(graph) == []
