@@ -11,11 +11,19 @@ from framework.calibration_metrics import EceNoise, WorstBin, calibration_checks
 from framework.errors import GateFailed, StageError
 from framework.io import atomic_write_json
 from framework.pipeline import StageDef, StageRun
-from framework.plugin_api import CalibrateContext
+from framework.plugin_api import CalibrateContext, CalibrationResult
 from framework.runtime.bundle import CalibrationFile
 from framework.runtime.onnx_classifier import OnnxTextClassifier
 from framework.stage_facts import CalibrationFacts
-from framework.stages.common import exported_model_path, split_rows, tokenizer_path, trained, trained_labels
+from framework.stages.common import (
+    exported_model_path,
+    plugin_result,
+    section,
+    split_rows,
+    tokenizer_path,
+    trained,
+    trained_labels,
+)
 
 CALIBRATION_FILE = "calibration.json"
 LOGIT_CHUNK = 256
@@ -49,7 +57,7 @@ def run_calibrate(run: StageRun) -> CalibrationFacts:
         warn=run.warn,
     )
     bound = run.recipe.bound("calibrate")
-    result = bound.spec.func(bound.params, context)
+    result = plugin_result(bound, bound.spec.func(bound.params, context), CalibrationResult)
     calibration = CalibrationFile(
         temperature=result.temperature,
         thresholds=result.thresholds,
@@ -57,7 +65,7 @@ def run_calibrate(run: StageRun) -> CalibrationFacts:
         fallback_intent=fallback,
     ).model_dump(mode="json")
     atomic_write_json(run.work_dir / CALIBRATION_FILE, calibration)
-    _ece_gate(result.metrics, run.recipe.config.calibrate.max_ece, run.warn)
+    _ece_gate(result.metrics, section(run.recipe.config.calibrate, "calibrate").max_ece, run.warn)
     return CalibrationFacts(
         calibration={**calibration, **result.metrics, "checks": eval_checks(result.metrics, len(rows))},
         plots=[str(p.relative_to(run.work_dir)) for p in result.plots],

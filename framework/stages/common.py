@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+from framework.config.check import BoundPlugin
+from framework.errors import StageError
 from framework.io import read_json, read_jsonl
 from framework.pipeline import StageRun
 from framework.progress import say as say  # re-exported: a line for the user and the run log
 from framework.stage_facts import ExportFacts, SplitFacts, TrainFacts
 
+R = TypeVar("R")
+S = TypeVar("S")
 LEGACY_RUNTIME_FILE = "runtime.json"
 """Where train stages before the labels were published kept them; read only for such cached outputs."""
 
@@ -62,3 +66,19 @@ def model_input_names(model_path: Path) -> list[str]:
     graph = onnx.load(str(model_path), load_external_data=False).graph
     weights = {init.name for init in graph.initializer}
     return [node.name for node in graph.input if node.name not in weights]
+
+
+def plugin_result(bound: BoundPlugin, result: object, kind: type[R]) -> R:
+    """What a plugin returned, checked to be what its kind returns (anything else is a bug in the plugin)."""
+    if not isinstance(result, kind):
+        raise StageError(
+            f"plugin {bound.spec.id} returned a {type(result).__name__}, not a {kind.__name__} (plugin bug)"
+        )
+    return result
+
+
+def section(value: S | None, key: str) -> S:
+    """A recipe section the stage needs; the recipe checks require it for every target whose stages read it."""
+    if value is None:
+        raise StageError(f"the recipe has no {key} section, which this stage needs; add it (see conf/{key}/)")
+    return value

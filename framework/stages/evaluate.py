@@ -118,7 +118,7 @@ def run_evaluate(run: StageRun) -> EvaluateFacts:
             for row, result in zip(rows, results, strict=True)
         ],
     )
-    decisions = Counter(r.decision for r in results)
+    decisions: Counter[str] = Counter(r.decision for r in results)
     return EvaluateFacts(
         evaluation=evaluation,
         evaluated_split=split,

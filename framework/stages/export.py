@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from framework.errors import GateFailed
 from framework.pipeline import StageDef, StageRun
-from framework.plugin_api import ExportContext
+from framework.plugin_api import ExportContext, ExportResult
 from framework.stage_facts import ExportFacts
-from framework.stages.common import split_rows, trained, trained_labels
+from framework.stages.common import plugin_result, section, split_rows, trained, trained_labels
 
 
 def run_export(run: StageRun) -> ExportFacts:
@@ -22,9 +22,9 @@ def run_export(run: StageRun) -> ExportFacts:
         task=run.progress.task,
         warn=run.warn,
     )
-    result = bound.spec.func(bound.params, context)
+    result = plugin_result(bound, bound.spec.func(bound.params, context), ExportResult)
     drop = result.reference_accuracy - result.exported_accuracy
-    limit = run.recipe.config.export.max_accuracy_drop
+    limit = section(run.recipe.config.export, "export").max_accuracy_drop
     if drop > limit:
         raise GateFailed(
             f"export: the exported model's eval accuracy is {result.exported_accuracy:.4f} against "

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from framework.config.check import BoundPlugin, ValidatedRecipe
-from framework.config.schema import IntentSpec
+from framework.config.schema import GeneratorSection, IntentSpec, SourceSection
 from framework.errors import StageError, UserInputError
 from framework.io import write_jsonl
 from framework.pipeline import StageDef, StageRun, labelled_files
@@ -32,7 +33,7 @@ def allocate(total: int, shares: dict[str, float]) -> dict[str, int]:
 def rows_wanted(recipe: ValidatedRecipe) -> dict[str, dict[str, int]]:
     """Generator -> intent -> rows to ask for."""
     config = recipe.config
-    shares = {name: bound.section.share for name, bound in recipe.generators.items()}
+    shares = {name: cast(GeneratorSection, bound.section).share for name, bound in recipe.generators.items()}
     wanted: dict[str, dict[str, int]] = {name: {} for name in shares}
     from_data = set(recipe.derived.added) if recipe.derived else set()
     for intent, spec in config.intents.items():
@@ -73,7 +74,7 @@ def _run_generator(
         limit=run.limit,
         fingerprint=run.fingerprint,
     )
-    rows = list(bound.spec.func(bound.params, context))
+    rows = list(cast(Iterable[dict[str, Any]], bound.spec.func(bound.params, context)))
     if context.details:
         details[name] = context.details
     return rows
@@ -85,12 +86,12 @@ def _run_source(run: StageRun, name: str, bound: BoundPlugin) -> list[dict[str, 
         name=name,
         plugin_id=bound.spec.id,
         intents=config.intents,
-        split=bound.section.split,
+        split=cast(SourceSection, bound.section).split,
         seed=derive_seed(config.seed, "source", name),
         advance=run.progress.task(f"read: {name}", None),
         warn=lambda message: run.warn(f"{name}: {message}"),
     )
-    return list(bound.spec.func(bound.params, context))
+    return list(cast(Iterable[dict[str, Any]], bound.spec.func(bound.params, context)))
 
 
 def source_files(recipe: ValidatedRecipe) -> dict[str, Path]:

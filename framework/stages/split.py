@@ -9,10 +9,11 @@ from framework.dedupe import dedupe_rows, find_leaks
 from framework.errors import StageError
 from framework.io import read_jsonl, write_jsonl
 from framework.pipeline import StageDef, StageRun
-from framework.plugin_api import SplitContext
+from framework.plugin_api import SplitContext, SplitResult
 from framework.rows import SPLITS
 from framework.seeding import derive_seed
 from framework.stage_facts import SplitFacts, ValidateFacts
+from framework.stages.common import plugin_result, section
 
 MIN_ROWS_PER_INTENT = 3
 
@@ -33,7 +34,7 @@ def run_split(run: StageRun) -> SplitFacts:
     """Produce ``train.jsonl``, ``eval.jsonl``, ``test.jsonl`` and ``dropped.jsonl``."""
     config = run.recipe.config
     rows = read_jsonl(run.path("validate", run.facts("validate", ValidateFacts).accepted_file))
-    kept, dropped = dedupe_rows(rows, config.split.dedupe)
+    kept, dropped = dedupe_rows(rows, section(config.split, "split").dedupe)
     _check_enough_rows(kept, list(config.intents))
     bound = run.recipe.splitter
     context = SplitContext(
@@ -42,7 +43,7 @@ def run_split(run: StageRun) -> SplitFacts:
         advance=run.progress.task("split", len(kept)),
         warn=run.warn,
     )
-    result = bound.spec.func(kept, bound.params, context)
+    result = plugin_result(bound, bound.spec.func(kept, bound.params, context), SplitResult)
     missing = [row["id"] for row in kept if result.assignments.get(row["id"]) not in SPLITS]
     if missing:
         raise StageError(f"split: splitter {bound.spec.id} left {len(missing)} rows without a valid split (plugin bug)")

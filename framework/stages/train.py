@@ -7,10 +7,10 @@ from pathlib import Path
 from framework.config.check import ValidatedRecipe
 from framework.models import model_files
 from framework.pipeline import StageDef, StageRun, labelled_files
-from framework.plugin_api import TrainContext
+from framework.plugin_api import TrainContext, TrainResult
 from framework.seeding import derive_seed
 from framework.stage_facts import TrainFacts
-from framework.stages.common import say, split_rows
+from framework.stages.common import plugin_result, say, split_rows
 
 
 def run_train(run: StageRun) -> TrainFacts:
@@ -26,7 +26,8 @@ def run_train(run: StageRun) -> TrainFacts:
         warn=run.warn,
         log=say,
     )
-    result = bound.spec.func(split_rows(run, "train"), split_rows(run, "eval"), bound.params, context)
+    output = bound.spec.func(split_rows(run, "train"), split_rows(run, "eval"), bound.params, context)
+    result = plugin_result(bound, output, TrainResult)
     max_length = getattr(bound.params, "max_length", 128)
     return TrainFacts(train=result.metrics, model_dir=result.model_dir.name, max_length=max_length, labels=labels)
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 from collections import Counter, defaultdict
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, cast
 
 from framework.errors import GateFailed, StageError
 from framework.io import read_jsonl, write_jsonl
 from framework.pipeline import StageDef, StageRun
-from framework.plugin_api import ValidateContext
+from framework.plugin_api import Rejection, ValidateContext
 from framework.seeding import derive_seed
 from framework.stage_facts import GenerateFacts, ValidateFacts
 
@@ -17,6 +19,10 @@ ACCEPTED_FILE, REJECTED_FILE = "accepted.jsonl", "rejected.jsonl"
 
 def _enabled_layers(recipe: Any) -> dict[str, Any]:
     return {name: bound for name, bound in recipe.layers.items() if bound.section.enabled}
+
+
+def _warn_from(run: StageRun, layer: str, message: str) -> None:
+    run.warn(f"{layer}: {message}")
 
 
 def run_validate(run: StageRun) -> ValidateFacts:
@@ -31,10 +37,10 @@ def run_validate(run: StageRun) -> ValidateFacts:
             intents=config.intents,
             seed=derive_seed(config.seed, "validate", layer),
             advance=run.progress.task(f"validate: {layer}", len(accepted)),
-            warn=lambda message, layer=layer: run.warn(f"{layer}: {message}"),
+            warn=functools.partial(_warn_from, run, layer),
         )
-        verdicts = {}
-        for rejection in bound.spec.func(accepted, bound.params, context):
+        verdicts: dict[str, Rejection] = {}
+        for rejection in cast(Iterable[Rejection], bound.spec.func(accepted, bound.params, context)):
             verdicts.setdefault(rejection.row_id, rejection)
         by_id = {row["id"] for row in accepted}
         unknown = set(verdicts) - by_id
