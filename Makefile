@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 TORCH_PIP_ARGS ?=
 
-.PHONY: install run test test-fast lint package-check clean
+.PHONY: install run test test-fast lint typecheck package-check clean
 
 install:
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ test-fast:
 lint:
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+# mypy over framework/ (settings in pyproject.toml [tool.mypy]); not part of lint until framework/stages/ is clean.
+typecheck:
+	$(BIN)/mypy framework
 
 # Build the sdist and wheel, install the wheel with [train] into a clean venv (torch pinned as in install) and
 # run it from outside the checkout: recipes, validate, a +debug=default run and predict (.ci/package-check).

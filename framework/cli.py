@@ -116,6 +116,7 @@ def sweep_jobs(overrides: list[str]) -> list[list[str]]:
             key = override.get_key_element()
             axes.append([f"{key}={value}" for value in override.sweep_string_iterator()])
         else:
+            assert override.input_line is not None  # parse_overrides sets it on every override
             axes.append([override.input_line])
     return [list(job) for job in itertools.product(*axes)]
 

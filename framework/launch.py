@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from rich.console import Console
 from rich.markup import escape
@@ -193,7 +193,8 @@ def _report(pipeline: Pipeline, plans: list[StagePlan], run_dir: Path) -> Path |
         manifests={plan.stage.name: pipeline.manifest(plan) for plan in plans},
         stage_dirs={plan.stage.name: plan.directory for plan in plans},
     )
-    return bound.spec.func(bound.params, context)
+    # a reporter returns the report it wrote (plugin_api); the registry types plugin functions as returning object
+    return cast("Path | None", bound.spec.func(bound.params, context))
 
 
 def _link_bundle(plans: list[StagePlan], run_dir: Path) -> Path | None:
@@ -250,8 +251,9 @@ def launch(ref: RecipeRef, multirun: bool, options: RunOptions, console: Console
     failures: list[int] = []
 
     def task(cfg: DictConfig) -> None:
-        container = OmegaConf.to_container(cfg, resolve=True)
-        assert isinstance(container, dict)
+        composed = OmegaConf.to_container(cfg, resolve=True)
+        assert isinstance(composed, dict)
+        container = cast("dict[str, Any]", composed)  # OmegaConf types keys as DictKeyType; a recipe's are strings
         hydra_cfg = HydraConfig.get()
         _record_config(Path(hydra_cfg.runtime.output_dir), container, list(hydra_cfg.overrides.task))
         if hydra_cfg.mode == RunMode.MULTIRUN:

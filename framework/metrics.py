@@ -213,7 +213,7 @@ def _evaluate_part(
     worst_k: int,
     ece_bins: int,
 ) -> dict[str, Any]:
-    picked = {key: None if col is None else [col[i] for i in indices] for key, col in columns.items()}
+    picked: dict[str, Any] = {key: None if col is None else [col[i] for i in indices] for key, col in columns.items()}
     rows, y_pred = picked["rows"], picked["y_pred"]
     y_true = [row["intent"] for row in rows]
     part = classification_report(y_true, y_pred, labels, fallback)

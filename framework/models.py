@@ -61,6 +61,7 @@ def _verified_package_dir(hub_id: str) -> Path | None:
         module = importlib.import_module(package.module)
     except ModuleNotFoundError:
         return None
+    assert module.__file__ is not None  # a regular package (it has an __init__.py), not a namespace one
     directory = Path(module.__file__).resolve().parent / package.subdir
     digest = sha256_file(directory / package.weights)
     if digest != package.sha256:

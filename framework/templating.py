@@ -119,7 +119,7 @@ def _size(value: Any, limit: int, budget: _Budget | None = None) -> int:
         if isinstance(item, (str, bytes, bytearray)):
             total += len(item)
         elif isinstance(item, Namespace):
-            stack.append(item._Namespace__attrs)  # type: ignore[attr-defined]
+            stack.append(item._Namespace__attrs)
         elif isinstance(item, dict):
             total += len(item)
             stack.extend(islice(item.keys(), limit))
@@ -377,30 +377,36 @@ def _wrap(node: nodes.Expr, name: str) -> nodes.Filter:
 
 
 class _Guard(NodeTransformer):
-    """Route loops, output, ``~`` and literals through the budget filters (``_loop``, ``_emit`` ...)."""
+    """Route loops, output, ``~`` and literals through the budget filters (``_loop``, ``_emit`` ...).
+
+    ``generic_visit`` rewrites a node's children in place and returns the node itself, so each visitor
+    goes on with ``node`` (typed as its own class) rather than with the returned ``Node``."""
 
     def visit_For(self, node: nodes.For) -> nodes.Node:
-        node = self.generic_visit(node)
+        self.generic_visit(node)
+        assert isinstance(node.iter, nodes.Expr)
         node.iter = _wrap(node.iter, "_loop")
         return node
 
     def visit_Output(self, node: nodes.Output) -> nodes.Node:
-        node = self.generic_visit(node)
+        self.generic_visit(node)
         node.nodes = [_wrap(child, "_emit") for child in node.nodes]
         return node
 
     def visit_Concat(self, node: nodes.Concat) -> nodes.Node:
-        node = self.generic_visit(node)
+        self.generic_visit(node)
         return _wrap(nodes.List(node.nodes, lineno=node.lineno), "_concat")
 
     def visit_List(self, node: nodes.List) -> nodes.Node:
-        return _wrap(self.generic_visit(node), "_sized")
+        self.generic_visit(node)
+        return _wrap(node, "_sized")
 
     def visit_Dict(self, node: nodes.Dict) -> nodes.Node:
-        return _wrap(self.generic_visit(node), "_sized")
+        self.generic_visit(node)
+        return _wrap(node, "_sized")
 
     def visit_Tuple(self, node: nodes.Tuple) -> nodes.Node:
-        node = self.generic_visit(node)
+        self.generic_visit(node)
         return _wrap(node, "_sized") if node.ctx == "load" else node
 
 
@@ -498,7 +504,8 @@ def _bounded_filters(env: LimitedEnvironment) -> dict[str, Callable[..., Any]]:
 
     def slice_(value: Iterable[Any], slices: int, fill_with: Any = None) -> Iterator[list[Any]]:
         env.refuse_size(slices, "slice")
-        return jinja2.filters.sync_do_slice(value, slices, fill_with)
+        # jinja2 annotates ``value`` as a Collection, but sync_do_slice only calls list(value) on it
+        return jinja2.filters.sync_do_slice(value, slices, fill_with)  # type: ignore[arg-type]
 
     def batch(value: Iterable[Any], linecount: int, fill_with: Any = None) -> Iterator[list[Any]]:
         env.refuse_size(linecount, "batch")

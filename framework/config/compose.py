@@ -13,7 +13,7 @@ import functools
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from framework.config.recipe_policy import (
     api_base_issues,
@@ -139,7 +139,8 @@ def compose_with_hydra(ref: RecipeRef, overrides: list[str] | None = None) -> tu
     except (AttributeError, TypeError, RecursionError) as exc:  # Hydra/OmegaConf internals tripped by odd input
         raise RecipeError(str(ref.path), [composition_issue(exc)], hint=composition_hint(exc)) from None
     assert isinstance(container, dict) and isinstance(hydra, dict)
-    return container, hydra
+    # OmegaConf types a container's keys as any DictKeyType; a composed recipe's and Hydra's keys are strings
+    return cast("dict[str, Any]", container), cast("dict[str, Any]", hydra)
 
 
 def _intents_per_pack(config_name: str, overrides: list[str]) -> dict[str, list[str]]:
@@ -199,7 +200,7 @@ def _reference(search_path: str, launcher: str, sweeper: str) -> dict[str, Any]:
         )
     container = OmegaConf.to_container(cfg, resolve=False)
     assert isinstance(container, dict)
-    return container
+    return cast("dict[str, Any]", container)  # the composed defaults' keys are strings
 
 
 def _check_override_syntax(ref: RecipeRef, overrides: list[str]) -> None:

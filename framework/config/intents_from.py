@@ -103,11 +103,17 @@ def derive_intents(
             f"intents_from accepts: {where} probably names a column of free text, not labels. Check it"
         )
         return raw, None, [ConfigIssue("intents_from", message)]
-    declared = raw.get("intents") if isinstance(raw.get("intents"), dict) else {}
+    declared = _declared_intents(raw)
     if len(set(rows) | {str(name) for name in declared}) < 2:
         return raw, None, [_too_few(tuple(names), rows)]
     mappable = {name for name in raw.get("sources") or {} if _has_label_map(bind(name))}
     return _expand(raw, tuple(names), rows, mappable)
+
+
+def _declared_intents(raw: dict[str, Any]) -> dict[Any, Any]:
+    """The recipe's own ``intents:`` mapping; empty when it has none (or not a mapping)."""
+    intents = raw.get("intents")
+    return intents if isinstance(intents, dict) else {}
 
 
 def _has_label_map(bound: Any) -> bool:
@@ -174,7 +180,7 @@ def _cached_labels(key: tuple[Any, ...], bound: Any) -> str:
 def _expand(
     raw: dict[str, Any], names: tuple[str, ...], rows: Counter[str], mappable: set[str]
 ) -> tuple[dict[str, Any], DerivedIntents, list[ConfigIssue]]:
-    declared = raw.get("intents") if isinstance(raw.get("intents"), dict) else {}
+    declared = _declared_intents(raw)
     intents: dict[Any, Any] = dict(declared)
     by_label = {spec["label"]: name for name, spec in declared.items() if isinstance(spec, dict) and spec.get("label")}
     taken = {str(k) for k in intents} | set(rows)

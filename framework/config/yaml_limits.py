@@ -129,7 +129,7 @@ def _children(node: yaml.Node, path: str) -> list[tuple[yaml.Node, str]]:
 def _limited_loader(base: type, limits: YamlLimits) -> type:
     """``base`` (OmegaConf's loader) checking the node graph before construction."""
 
-    class LimitedLoader(base):  # type: ignore[misc, valid-type]
+    class LimitedLoader(base):
         def get_single_node(self) -> yaml.Node | None:
             node = super().get_single_node()
             if node is not None:

@@ -15,7 +15,7 @@ import random
 from collections import Counter
 from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from framework.llm.client import RETRYABLE, AttemptError, attempt
 from framework.llm.openai_http import OpenAICompatibleTransport
@@ -193,8 +193,9 @@ class Dispatcher:
                 if not isinstance(thrown, RequestFailed):
                     raise thrown
                 continue
-            responses += results
-            value = results[0] if isinstance(step, LLMRequest) else list(results)
+            answers = cast("list[LLMResponse]", results)  # none failed: every result is a response
+            responses += answers
+            value = answers[0] if isinstance(step, LLMRequest) else list(answers)
 
     async def _request(self, req: LLMRequest, record: TaskRecord, steps: list[dict[str, Any]]) -> LLMResponse:
         """Make one request, retrying with backoff and rotating models; its step lands in ``steps``."""
@@ -202,7 +203,7 @@ class Dispatcher:
             req = dataclasses.replace(req, seed=derive_seed(record.key, len(steps)) % 2**31)
         entry: dict[str, Any] = {"request": {**req.describe(), "seed": req.seed}}
         steps.append(entry)  # in the order the task asked, whatever order the answers come in
-        preferred, excluded = req.model or record.model, set()
+        preferred, excluded = req.model or record.model, set[str]()
         failures: list[dict[str, Any]] = []
         for number in range(1, self.settings.max_attempts + 1):
             spec = self.roulette.route(preferred, excluded)

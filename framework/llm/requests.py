@@ -77,6 +77,7 @@ def request(
     if (prompt is None) == (messages is None):
         raise ValueError("request() takes either a prompt or messages, not both or neither")
     if messages is None:
+        assert prompt is not None  # checked above: exactly one of prompt and messages is given
         messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
     return LLMRequest(tuple(dict(m) for m in messages), schema, temperature, max_tokens, model, step, seed)
 

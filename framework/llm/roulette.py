@@ -6,6 +6,7 @@ import asyncio
 import os
 import random
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 
@@ -86,7 +87,7 @@ class ModelRoulette:
         """Whether the model is not resting."""
         return self.health[name].closed_until <= (time.monotonic() if now is None else now)
 
-    def route(self, preferred: str, exclude: set[str] = frozenset()) -> ModelSpec | None:
+    def route(self, preferred: str, exclude: Collection[str] = frozenset()) -> ModelSpec | None:
         """The model for the next attempt: ``preferred`` if healthy, else the next healthy in fallback order.
 
         When every allowed model rests, the one that wakes first; None when every model is excluded.

@@ -52,7 +52,8 @@ def load_tokenizer(path: Path | str, max_length: int) -> tuple[Tokenizer, int]:
     padding = tokenizer.padding or {}
     pad_id = padding.get("pad_id")
     if pad_id is None:
-        pad_id = next((tokenizer.token_to_id(t) for t in ("[PAD]", "<pad>") if tokenizer.token_to_id(t) is not None), 0)
+        ids = (tokenizer.token_to_id(t) for t in ("[PAD]", "<pad>"))
+        pad_id = next((i for i in ids if i is not None), 0)
     tokenizer.no_padding()
     tokenizer.enable_truncation(max_length)
     return tokenizer, int(pad_id)
