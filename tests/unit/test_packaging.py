@@ -6,8 +6,6 @@ import subprocess
 import sys
 import tomllib
 
-from framework.cli import STAGE_NAMES
-from framework.stages import STAGES
 from tests.conftest import REPO
 
 # Packages that hold only data (no __init__.py), mapped onto a top-level folder of the repository.
@@ -31,10 +29,6 @@ def test_conf_and_recipes_are_data_packages() -> None:
         assert package in config["packages"]
         assert config["package-dir"][package] == folder
         assert config["package-data"][package], f"{package} ships no files"
-
-
-def test_cli_stage_names_match_the_stage_graph() -> None:
-    assert list(STAGE_NAMES) == [stage.name for stage in STAGES]
 
 
 def test_cli_help_does_not_import_torch() -> None:
