@@ -30,11 +30,11 @@ test:
 test-fast:
 	$(BIN)/python -m pytest -m "not slow"
 
-lint:
+# ruff, then mypy over framework/ (settings in pyproject.toml [tool.mypy]).
+lint: typecheck
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-# mypy over framework/ (settings in pyproject.toml [tool.mypy]); not part of lint until framework/stages/ is clean.
 typecheck:
 	$(BIN)/mypy framework
 
@@ -44,4 +44,4 @@ package-check:
 	PYTHON="$(PYTHON)" BUILD_PYTHON="$(BIN)/python" TORCH="$(TORCH)" TORCH_PIP_ARGS="$(TORCH_PIP_ARGS)" .ci/package-check
 
 clean:
-	rm -rf outputs .pytest_cache .ruff_cache
+	rm -rf outputs .pytest_cache .ruff_cache .mypy_cache
