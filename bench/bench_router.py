@@ -26,11 +26,11 @@ import numpy as np
 import yaml
 from _timing import time_each
 
-from framework.calibration_metrics import ece_noise
 from framework.config.check import check_recipe
 from framework.config.compose import compose_recipe, resolve_recipe
+from framework.evaluation.calibration import ece_noise
 from framework.io import read_json, read_jsonl
-from framework.pipeline import Pipeline
+from framework.pipeline.runner import Pipeline
 from framework.plugins.calibrators.temperature import calibration_errors, fit_temperature, softmax
 from framework.runtime import Router
 from framework.runtime.onnx_classifier import OnnxTextClassifier
@@ -136,9 +136,9 @@ def plain_loop_epoch(
 
 
 def our_epoch(rows: list[dict], labels: list[str], model_dir: Path, params: dict[str, Any], work: Path) -> float:
+    from framework.pipeline.progress import Progress
     from framework.plugin_api import TrainContext
     from framework.plugins.trainers.encoder import EncoderParams, encoder
-    from framework.progress import Progress
 
     chosen = {**params, "model": str(model_dir), "epochs": 1, "early_stopping_patience": None}
     with Progress() as progress:

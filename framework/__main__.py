@@ -1,5 +1,5 @@
 """``python -m framework`` is the same as the ``intentcraft`` command."""
 
-from framework.cli import main
+from framework.cli.commands import main
 
 raise SystemExit(main())

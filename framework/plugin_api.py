@@ -2,7 +2,7 @@
 
 Plugins are plain functions ``plugin(inputs, params, ctx)`` registered in ``framework.registry``:
 
-- generator: ``(params, ctx: GenerateContext) -> Iterable[dict]`` yields rows (see ``framework.rows``).
+- generator: ``(params, ctx: GenerateContext) -> Iterable[dict]`` yields rows (see ``framework.data.rows``).
 - validator: ``(rows: Sequence[dict], params, ctx: ValidateContext) -> Iterable[Rejection]``; a layer
   sees only the rows every earlier layer accepted.
 - splitter: ``(rows: Sequence[dict], params, ctx: SplitContext) -> SplitResult``; rows arrive already
@@ -13,6 +13,17 @@ Plugins are plain functions ``plugin(inputs, params, ctx)`` registered in ``fram
 - exporter: ``(params, ctx: ExportContext) -> ExportResult``.
 - calibrator: ``(params, ctx: CalibrateContext) -> CalibrationResult``.
 - reporter: ``(params, ctx: ReportContext) -> Path`` (the report it wrote).
+
+What a plugin may import from ``framework`` (checked by ``tests/unit/test_import_graph.py``):
+
+- the plugin API: ``framework.plugin_api``, ``framework.registry``, ``framework.errors``;
+- helpers meant for plugins: ``framework.io``, ``framework.redact``, ``framework.models``,
+  ``framework.data`` (rows, seeding, templating), ``framework.evaluation`` (metrics, calibration, headline),
+  ``framework.llm``, ``framework.runtime`` and ``framework.config.schema`` (``IntentSpec``, ``RecipeConfig``);
+- and other modules of ``framework.plugins``.
+
+Never ``framework.cli``, ``framework.pipeline``, ``framework.stages`` or the rest of ``framework.config``: they
+run plugins, and a plugin that reaches into them breaks when they change.
 """
 
 from __future__ import annotations
@@ -38,7 +49,7 @@ class ProgressBar(Protocol):
 
 
 class TaskFactory(Protocol):
-    """``task(description, total, unit="rows")`` adds a bar (``framework.progress.Progress.task``)."""
+    """``task(description, total, unit="rows")`` adds a bar (``framework.pipeline.progress.Progress.task``)."""
 
     def __call__(self, description: str, total: int | None, unit: str = "rows") -> ProgressBar: ...
 

@@ -28,6 +28,7 @@ from framework.config.schema import (
     SplitSection,
     TrainSection,
 )
+from framework.data.templating import TemplateLimitError, make_environment, template_variables
 from framework.errors import ConfigIssue, RecipeError
 from framework.registry import (
     PluginSpec,
@@ -42,7 +43,6 @@ from framework.registry import (
     trainers,
     validators,
 )
-from framework.templating import TemplateLimitError, make_environment, template_variables
 
 TRIAL_RENDER_SECONDS = 10.0
 """Time for the trial renders of all of a recipe's templates together (each render has its own limit too)."""
@@ -312,7 +312,7 @@ def check_recipe(raw: dict[str, Any], source: str) -> ValidatedRecipe:
 
 def _target_issues(config: RecipeConfig) -> list[ConfigIssue]:
     """The recipe's target must be registered, and the plugin sections its stages read must be present."""
-    from framework.targets import UnknownTarget, get_target, required_sections
+    from framework.pipeline.targets import UnknownTarget, get_target, required_sections
 
     try:
         get_target(config.target)

@@ -141,7 +141,7 @@ class PathsConfig(StrictModel):
 class RecipeConfig(StrictModel):
     """A whole composed recipe.
 
-    ``target`` names what it builds (``framework.targets``); the plugin sections its stages read (split,
+    ``target`` names what it builds (``framework.pipeline.targets``); the plugin sections its stages read (split,
     trainer, export, calibrate) are required by the recipe checks. ``notice`` is a line printed when a run
     starts and ends (e.g. by ``+debug``).
     """

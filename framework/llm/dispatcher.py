@@ -17,12 +17,12 @@ from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, cast
 
+from framework.data.seeding import derive_seed
 from framework.llm.client import RETRYABLE, AttemptError, attempt
 from framework.llm.openai_http import OpenAICompatibleTransport
 from framework.llm.requests import LLMRequest, LLMResponse, RequestFailed, TaskError
 from framework.llm.roulette import ModelRoulette
 from framework.redact import scrub
-from framework.seeding import derive_seed
 
 Step = LLMRequest | list[LLMRequest]
 TaskFn = Callable[[Any], Generator[Step, Any, Any]]

@@ -3,7 +3,8 @@ calibrate -> evaluate -> bundle."""
 
 from __future__ import annotations
 
-from framework.pipeline import StageDef
+from framework.pipeline.runner import StageDef
+from framework.pipeline.targets import DEFAULT_TARGET, Target, register_stage, register_target
 from framework.stages.bundle import BUNDLE
 from framework.stages.calibrate import CALIBRATE
 from framework.stages.evaluate import EVALUATE
@@ -12,7 +13,6 @@ from framework.stages.generate import GENERATE
 from framework.stages.split import SPLIT
 from framework.stages.train import TRAIN
 from framework.stages.validate import VALIDATE
-from framework.targets import DEFAULT_TARGET, Target, register_stage, register_target
 
 STAGES: list[StageDef] = [
     register_stage(s) for s in (GENERATE, VALIDATE, SPLIT, TRAIN, EXPORT, CALIBRATE, EVALUATE, BUNDLE)

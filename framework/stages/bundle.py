@@ -5,13 +5,13 @@ from __future__ import annotations
 import shutil
 from collections import Counter
 
+from framework.data.rows import SPLITS
+from framework.evaluation.model_card import render_card
 from framework.io import atomic_write_text, read_json
-from framework.model_card import render_card
-from framework.pipeline import StageDef, StageRun
-from framework.rows import SPLITS
+from framework.pipeline.facts import BundleFacts, CalibrationFacts, EvaluateFacts
+from framework.pipeline.runner import StageDef, StageRun
 from framework.runtime import verify_bundle, write_checksums
 from framework.runtime.bundle import BundleManifest
-from framework.stage_facts import BundleFacts, CalibrationFacts, EvaluateFacts
 from framework.stages.common import split_rows
 from framework.stages.evaluate import write_model
 
@@ -60,5 +60,5 @@ BUNDLE = StageDef(
     config_keys=("name", "description", "intents"),
     run=run_bundle,
     facts=BundleFacts,
-    version=2,  # 2: the model card shows the run's headline table (framework.headline)
+    version=2,  # 2: the model card shows the run's headline table (framework.evaluation.headline)
 )

@@ -7,14 +7,14 @@ from typing import Any
 
 import numpy as np
 
-from framework.calibration_metrics import EceNoise, WorstBin, calibration_checks
 from framework.errors import GateFailed, StageError
+from framework.evaluation.calibration import EceNoise, WorstBin, calibration_checks
 from framework.io import atomic_write_json
-from framework.pipeline import StageDef, StageRun
+from framework.pipeline.facts import CalibrationFacts
+from framework.pipeline.runner import StageDef, StageRun
 from framework.plugin_api import CalibrateContext, CalibrationResult
 from framework.runtime.bundle import CalibrationFile
 from framework.runtime.onnx_classifier import OnnxTextClassifier
-from framework.stage_facts import CalibrationFacts
 from framework.stages.common import (
     exported_model_path,
     plugin_result,

@@ -8,9 +8,9 @@ from typing import Any, TypeVar
 from framework.config.check import BoundPlugin
 from framework.errors import StageError
 from framework.io import read_json, read_jsonl
-from framework.pipeline import StageRun
-from framework.progress import say as say  # re-exported: a line for the user and the run log
-from framework.stage_facts import ExportFacts, SplitFacts, TrainFacts
+from framework.pipeline.facts import ExportFacts, SplitFacts, TrainFacts
+from framework.pipeline.progress import say as say  # re-exported: a line for the user and the run log
+from framework.pipeline.runner import StageRun
 
 R = TypeVar("R")
 S = TypeVar("S")

@@ -10,13 +10,13 @@ from typing import Any
 from pydantic import BaseModel
 
 from framework import __version__
-from framework.calibration_metrics import EceNoise, calibration_checks
+from framework.evaluation.calibration import EceNoise, calibration_checks
+from framework.evaluation.metrics import evaluate_rows, plot_confusion_matrix
 from framework.io import atomic_write_json, atomic_write_text, read_json, write_jsonl
-from framework.metrics import evaluate_rows, plot_confusion_matrix
-from framework.pipeline import StageDef, StageRun
+from framework.pipeline.facts import CalibrationFacts, EvaluateFacts
+from framework.pipeline.runner import StageDef, StageRun
 from framework.runtime import Router, write_checksums
 from framework.runtime.bundle import BundleManifest, CalibrationFile, LabelsFile
-from framework.stage_facts import CalibrationFacts, EvaluateFacts
 from framework.stages.common import (
     exported_model_path,
     model_input_names,

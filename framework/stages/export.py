@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from framework.errors import GateFailed
-from framework.pipeline import StageDef, StageRun
+from framework.pipeline.facts import ExportFacts
+from framework.pipeline.runner import StageDef, StageRun
 from framework.plugin_api import ExportContext, ExportResult
-from framework.stage_facts import ExportFacts
 from framework.stages.common import plugin_result, section, split_rows, trained, trained_labels
 
 

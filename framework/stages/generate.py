@@ -9,12 +9,12 @@ from typing import Any, cast
 
 from framework.config.check import BoundPlugin, ValidatedRecipe
 from framework.config.schema import GeneratorSection, IntentSpec, SourceSection
+from framework.data.seeding import derive_seed, make_rng
 from framework.errors import StageError, UserInputError
 from framework.io import write_jsonl
-from framework.pipeline import StageDef, StageRun, labelled_files
+from framework.pipeline.facts import GenerateFacts
+from framework.pipeline.runner import StageDef, StageRun, labelled_files
 from framework.plugin_api import GenerateContext, SourceContext
-from framework.seeding import derive_seed, make_rng
-from framework.stage_facts import GenerateFacts
 
 ROWS_FILE = "rows.jsonl"
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from framework.dedupe import dedupe_rows, find_leaks
+from framework.data.dedupe import dedupe_rows, find_leaks
+from framework.data.rows import SPLITS
+from framework.data.seeding import derive_seed
 from framework.errors import StageError
 from framework.io import read_jsonl, write_jsonl
-from framework.pipeline import StageDef, StageRun
+from framework.pipeline.facts import SplitFacts, ValidateFacts
+from framework.pipeline.runner import StageDef, StageRun
 from framework.plugin_api import SplitContext, SplitResult
-from framework.rows import SPLITS
-from framework.seeding import derive_seed
-from framework.stage_facts import SplitFacts, ValidateFacts
 from framework.stages.common import plugin_result, section
 
 MIN_ROWS_PER_INTENT = 3

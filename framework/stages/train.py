@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from framework.config.check import ValidatedRecipe
+from framework.data.seeding import derive_seed
 from framework.models import model_files
-from framework.pipeline import StageDef, StageRun, labelled_files
+from framework.pipeline.facts import TrainFacts
+from framework.pipeline.runner import StageDef, StageRun, labelled_files
 from framework.plugin_api import TrainContext, TrainResult
-from framework.seeding import derive_seed
-from framework.stage_facts import TrainFacts
 from framework.stages.common import plugin_result, say, split_rows
 
 

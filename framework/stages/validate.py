@@ -7,12 +7,12 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable
 from typing import Any, cast
 
+from framework.data.seeding import derive_seed
 from framework.errors import GateFailed, StageError
 from framework.io import read_jsonl, write_jsonl
-from framework.pipeline import StageDef, StageRun
+from framework.pipeline.facts import GenerateFacts, ValidateFacts
+from framework.pipeline.runner import StageDef, StageRun
 from framework.plugin_api import Rejection, ValidateContext
-from framework.seeding import derive_seed
-from framework.stage_facts import GenerateFacts, ValidateFacts
 
 ACCEPTED_FILE, REJECTED_FILE = "accepted.jsonl", "rejected.jsonl"
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from framework.calibration_metrics import SMALL_BIN_ROWS, bin_stats
+from framework.evaluation.calibration import SMALL_BIN_ROWS, bin_stats
 from framework.io import atomic_write_bytes
 
 if TYPE_CHECKING:

@@ -4,7 +4,7 @@ One scalar ``T`` divides the exported model's logits; it is fitted by minimising
 log-likelihood on the eval split. Thresholds are then fitted on the calibrated probabilities so
 that accepted predictions reach a target precision. ECE and MCE come from ``netcal``; ``ece_noise_mean``
 and ``ece_noise_p95`` give the ECE that a perfectly calibrated model would measure by chance on the same
-rows (see ``framework.calibration_metrics``), the yardstick for ``ece_after`` on a small eval split;
+rows (see ``framework.evaluation.calibration``), the yardstick for ``ece_after`` on a small eval split;
 ``worst_bin_before``/``worst_bin_after`` name the bin that sets each MCE and its row count.
 
 Example::
@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import Field, field_validator, model_validator
 
-from framework.calibration_metrics import ece_noise, top_label_errors, worst_bin
+from framework.evaluation.calibration import ece_noise, top_label_errors, worst_bin
 from framework.plugin_api import CalibrateContext, CalibrationResult
 from framework.registry import PluginParams, calibrators
 

@@ -25,6 +25,9 @@ import jinja2
 from pydantic import Field, field_validator, model_validator
 
 from framework.config.schema import RecipeConfig
+from framework.data.rows import row_id
+from framework.data.seeding import derive_seed, make_rng
+from framework.data.templating import PROMPT_LIMITS, TemplateLimitError, make_environment, template_variables
 from framework.errors import StageError, StageStopped, UserInputError
 from framework.io import write_jsonl
 from framework.llm.client import ENDPOINT_KINDS
@@ -35,9 +38,6 @@ from framework.llm.roulette import ModelRoulette, ModelSpec
 from framework.plugin_api import GenerateContext
 from framework.redact import KEY_ENV_ALLOW_VARIABLE, key_env_allowed, key_env_permitted, secret_values
 from framework.registry import PluginParams, UnknownPlugin, generators, llm_tasks
-from framework.rows import row_id
-from framework.seeding import derive_seed, make_rng
-from framework.templating import PROMPT_LIMITS, TemplateLimitError, make_environment, template_variables
 
 SYSTEM = "You write training data for an intent classifier. Answer with JSON only, no prose."
 PROMPT = """\

@@ -1,6 +1,6 @@
 """Built-in ``template`` generator: renders each intent's jinja2 templates with random slot values.
 
-Templates render in the project's jinja2 sandbox (``framework.templating``) with strict undefined.
+Templates render in the project's jinja2 sandbox (``framework.data.templating``) with strict undefined.
 Every random choice (template order, slot values, the ``random`` filter, augmentation) comes from RNGs
 seeded with stable parts, so the output is byte-identical across processes and ``PYTHONHASHSEED``.
 
@@ -20,13 +20,13 @@ import jinja2
 import jinja2.runtime
 from pydantic import Field, field_validator, model_validator
 
+from framework.data.rows import normalize_text, row_id
+from framework.data.seeding import derive_seed, make_rng
+from framework.data.templating import make_environment, template_variables
 from framework.errors import StageError
 from framework.plugin_api import GenerateContext
 from framework.plugins.generators._augment import OP_NAMES, augment, protected_words
 from framework.registry import PluginParams, generators
-from framework.rows import normalize_text, row_id
-from framework.seeding import derive_seed, make_rng
-from framework.templating import make_environment, template_variables
 
 OpName = Literal["typo", "case", "punct", "drop", "swap"]
 StreamName = Literal["train", "eval"]

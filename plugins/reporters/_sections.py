@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from framework.calibration_metrics import checks_markdown, stored_checks
-from framework.headline import headline, headline_markdown
+from framework.evaluation.calibration import checks_markdown, stored_checks
+from framework.evaluation.headline import headline, headline_markdown
 from framework.io import atomic_write_bytes
 from framework.plugin_api import ReportContext
 

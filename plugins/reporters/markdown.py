@@ -12,8 +12,8 @@ from typing import Any
 
 from pydantic import Field
 
+from framework.evaluation.metrics import confusion_table_markdown
 from framework.io import atomic_write_text
-from framework.metrics import confusion_table_markdown
 from framework.plugin_api import ReportContext
 from framework.registry import PluginParams, reporters
 

@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import Field, field_validator
 
+from framework.data.rows import row_id
 from framework.errors import StageError
 from framework.io import special_kind
 from framework.plugin_api import SourceContext
 from framework.registry import PluginParams
-from framework.rows import row_id
 
 if TYPE_CHECKING:
     from framework.config.schema import RecipeConfig

@@ -17,10 +17,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
 
+from framework.data.rows import SPLITS, normalize_text
+from framework.data.seeding import make_rng
 from framework.plugin_api import SplitContext, SplitResult
 from framework.registry import PluginParams, splitters
-from framework.rows import SPLITS, normalize_text
-from framework.seeding import make_rng
 
 Row = dict[str, Any]
 Unit = list[Row]

@@ -9,9 +9,9 @@ from typing import Literal
 
 from pydantic import Field
 
+from framework.data.rows import normalize_text, tokens
 from framework.plugin_api import Rejection, ValidateContext
 from framework.registry import PluginParams, validators
-from framework.rows import normalize_text, tokens
 
 from ._common import Hit, clip, collect_rejections, row_text
 from ._near_dup import NearDupIndex

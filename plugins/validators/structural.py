@@ -7,9 +7,9 @@ from collections.abc import Iterable, Sequence
 
 from pydantic import Field, ValidationError, model_validator
 
+from framework.data.rows import Row
 from framework.plugin_api import Rejection, ValidateContext
 from framework.registry import PluginParams, validators
-from framework.rows import Row
 
 from ._common import Hit, clip, collect_rejections
 

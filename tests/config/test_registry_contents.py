@@ -12,8 +12,8 @@ import json
 import os
 from typing import Any
 
+from framework.pipeline.targets import STAGE_KINDS, TARGETS, load_targets
 from framework.registry import REGISTRIES
-from framework.targets import STAGE_KINDS, TARGETS, load_targets
 from tests.config.test_golden_errors import GOLDEN, update_golden
 
 SNAPSHOT = GOLDEN / "registry_contents.json"

@@ -19,7 +19,7 @@ from typing import ClassVar
 
 import pytest
 
-from framework.pipeline import Pipeline
+from framework.pipeline.runner import Pipeline
 from framework.stages import STAGES
 from tests.assets.llm_server import Faults, LLMServer, default_answer
 from tests.conftest import ASSETS, REPO, TINY, llm_base_overrides, load_recipe, run_cli, tiny_model_overrides
@@ -215,7 +215,7 @@ def test_a_waiting_run_shows_in_status_and_stops_on_ctrl_c(tmp_path: Path) -> No
         [
             sys.executable,
             "-c",
-            f"from framework.stage_lock import stage_lock\nfrom pathlib import Path\n"
+            f"from framework.pipeline.stage_lock import stage_lock\nfrom pathlib import Path\n"
             f"with stage_lock(Path({str(generate)!r})):\n    print('held', flush=True)\n    input()\n",
         ],
         cwd=REPO,

@@ -10,7 +10,7 @@ import pytest
 
 from framework.errors import GateFailed, RecipeError
 from framework.io import read_json
-from framework.pipeline import Pipeline, State
+from framework.pipeline.runner import Pipeline, State
 from framework.plugin_api import ExportContext, ExportResult
 from framework.registry import PluginParams, exporters, plugin_namespace
 from framework.runtime import BundleError, Router, verify_bundle
@@ -138,10 +138,10 @@ def test_summary_card_and_report_show_the_same_headline(built: Pipeline, tmp_pat
 
     from rich.console import Console
 
-    from framework.headline import headline
+    from framework.cli.summary import model_table
+    from framework.evaluation.headline import headline
     from framework.plugin_api import ReportContext
     from framework.plugins.reporters.markdown import Params, markdown
-    from framework.summary import model_table
 
     plans = built.plan()
     manifests = {plan.stage.name: built.manifest(plan) for plan in plans}

@@ -6,10 +6,12 @@ import re
 import subprocess
 from pathlib import Path
 
-from framework.cli import STAGE_NAMES
 from framework.io import read_json
-from framework.progress import INTERVAL_ENV
+from framework.pipeline.progress import INTERVAL_ENV
+from framework.stages import STAGES
 from tests.conftest import TINY, run_cli, tiny_model_overrides
+
+STAGE_NAMES = [stage.name for stage in STAGES]
 
 RECORD = re.compile(r"^\[[\d\- :,]+\]\[(?P<logger>[^\]]+)\]\[(?P<level>[A-Z]+)\] - (?P<message>.*)$")
 TRAIN_LINE = re.compile(

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from framework.data.rows import SPLITS, normalize_text
 from framework.io import read_jsonl
-from framework.rows import SPLITS, normalize_text
 from tests.conftest import ASSETS, REPO, run_cli
 
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from framework.errors import RecipeError
+from framework.pipeline.targets import DEFAULT_TARGET, Target, get_target, register_target, target_stages
 from framework.stages import STAGES
-from framework.targets import DEFAULT_TARGET, Target, get_target, register_target, target_stages
 from tests.conftest import TINY, load_recipe, run_cli
 
 TOY_PACKAGE = '''
@@ -19,8 +19,8 @@ TOY_PACKAGE = '''
 from collections import Counter
 
 from framework.io import atomic_write_json, read_jsonl
-from framework.pipeline import StageDef
-from framework.targets import Target, register_stage, register_target
+from framework.pipeline.runner import StageDef
+from framework.pipeline.targets import Target, register_stage, register_target
 
 
 def run_count(run):

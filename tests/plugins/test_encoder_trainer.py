@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from framework.pipeline.progress import Progress
 from framework.plugin_api import TrainContext
 from framework.plugins.trainers._batching import encode
 from framework.plugins.trainers.encoder import EncoderParams, encoder
-from framework.progress import Progress
 
 ROWS = [{"text": f"who calls fn_{i}", "intent": "A"} for i in range(12)] + [
     {"text": f"where is fn_{i} defined", "intent": "B"} for i in range(12)

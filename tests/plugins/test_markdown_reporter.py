@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from framework.calibration_metrics import EceNoise, WorstBin, calibration_checks
-from framework.metrics import evaluate_rows
+from framework.evaluation.calibration import EceNoise, WorstBin, calibration_checks
+from framework.evaluation.metrics import evaluate_rows
 from framework.plugin_api import ReportContext
 from framework.plugins.reporters.markdown import MIXED_NOTE, REAL_NOTE, SYNTHETIC_BANNER, Params, markdown
 from framework.registry import reporters

@@ -8,11 +8,11 @@ import pytest
 from pydantic import ValidationError
 
 from framework.config.schema import IntentSpec
+from framework.data.rows import tokens
 from framework.plugin_api import Rejection, ValidateContext
 from framework.plugins.validators._near_dup import NearDupIndex
 from framework.plugins.validators.quality import Params, quality
 from framework.registry import validators
-from framework.rows import tokens
 
 INTENTS = {
     "Weather": IntentSpec(description="Ask about the weather forecast", examples=["Will it rain tomorrow?"]),

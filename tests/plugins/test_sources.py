@@ -14,7 +14,8 @@ import pytest
 import yaml
 
 from framework.config.schema import IntentSpec, RecipeConfig
-from framework.dedupe import dedupe_rows, find_leaks
+from framework.data.dedupe import dedupe_rows, find_leaks
+from framework.data.rows import Row, normalize_text, row_id
 from framework.errors import StageError
 from framework.plugin_api import SourceContext, SplitContext
 from framework.plugins.sources.csv_file import CsvParams, csv_source
@@ -22,7 +23,6 @@ from framework.plugins.sources.hf_dataset import HfDatasetParams, hf_dataset_sou
 from framework.plugins.sources.jsonl_file import JsonlParams, jsonl_source
 from framework.plugins.splitters.stratified import StratifiedParams, stratified
 from framework.registry import sources
-from framework.rows import Row, normalize_text, row_id
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BANKING77 = REPO_ROOT.parent / "shared" / "data" / "banking77"

@@ -13,12 +13,12 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from framework.dedupe import dedupe_rows, find_leaks
+from framework.data.dedupe import dedupe_rows, find_leaks
+from framework.data.rows import SPLITS, normalize_text
+from framework.data.seeding import make_rng
 from framework.plugin_api import SplitContext, SplitResult
 from framework.plugins.splitters.stratified import StratifiedParams, stratified
 from framework.registry import splitters
-from framework.rows import SPLITS, normalize_text
-from framework.seeding import make_rng
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

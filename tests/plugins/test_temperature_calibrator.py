@@ -11,7 +11,7 @@ import pytest
 from matplotlib.colors import to_rgba
 from pydantic import ValidationError
 
-from framework.calibration_metrics import SMALL_BIN_ROWS
+from framework.evaluation.calibration import SMALL_BIN_ROWS
 from framework.plugin_api import CalibrateContext, CalibrationResult
 from framework.plugins.calibrators._plots import MIN_ALPHA, Panel, reliability_figure
 from framework.plugins.calibrators._thresholds import smallest_threshold

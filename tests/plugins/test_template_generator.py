@@ -15,11 +15,11 @@ import pytest
 from pydantic import ValidationError
 
 from framework.config.schema import IntentSpec
+from framework.data.rows import Row, normalize_text
 from framework.errors import StageError
 from framework.plugin_api import GenerateContext
 from framework.plugins.generators.template import TemplateParams, template
 from framework.registry import generators
-from framework.rows import Row, normalize_text
 
 INTENTS = {
     "SymbolQuery": IntentSpec(

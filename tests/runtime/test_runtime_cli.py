@@ -93,7 +93,7 @@ def test_predict_reads_stdin_and_writes_json_lines(bundle: Path, tmp_path: Path)
 
 
 def test_cli_imports_no_runtime_until_a_runtime_verb_runs(tmp_path: Path) -> None:
-    script = "import sys, framework.cli; sys.exit('onnxruntime' in sys.modules or 'tokenizers' in sys.modules)"
+    script = "import sys, framework.cli.commands; sys.exit('onnxruntime' in sys.modules or 'tokenizers' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", script], cwd=tmp_path, check=False).returncode == 0
 
 

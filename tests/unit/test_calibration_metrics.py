@@ -1,4 +1,4 @@
-"""ECE measurement and the sampling noise of an ECE estimate (framework.calibration_metrics)."""
+"""ECE measurement and the sampling noise of an ECE estimate (framework.evaluation.calibration)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from netcal.metrics import ECE, MCE
 
-from framework.calibration_metrics import (
+from framework.errors import GateFailed
+from framework.evaluation.calibration import (
     bin_stats,
     binned_ece,
     ece_noise,
@@ -14,7 +15,6 @@ from framework.calibration_metrics import (
     top_label_errors,
     worst_bin,
 )
-from framework.errors import GateFailed
 from framework.stages.calibrate import _ece_gate
 
 

@@ -1,4 +1,4 @@
-"""Calibration checks in plain words (framework.calibration_metrics.calibration_checks) and their three renderers:
+"""Calibration checks in plain words (framework.evaluation.calibration.calibration_checks) and their three renderers:
 the run summary, the Markdown report and the model card all show the same sentences."""
 
 from __future__ import annotations
@@ -10,7 +10,9 @@ from types import SimpleNamespace
 import pytest
 from rich.console import Console
 
-from framework.calibration_metrics import (
+from framework.cli.summary import model_table, print_calibration_checks
+from framework.config.schema import IntentSpec, RecipeConfig
+from framework.evaluation.calibration import (
     SMALL_BIN_ROWS,
     CalibrationCheck,
     EceNoise,
@@ -19,13 +21,11 @@ from framework.calibration_metrics import (
     calibration_checks,
     stored_checks,
 )
-from framework.config.schema import IntentSpec, RecipeConfig
-from framework.model_card import render_card
+from framework.evaluation.model_card import render_card
 from framework.plugin_api import ReportContext
 from framework.plugins.reporters.markdown import Params, markdown
 from framework.stages.calibrate import eval_checks
 from framework.stages.evaluate import add_calibration_checks
-from framework.summary import model_table, print_calibration_checks
 
 NOISE = EceNoise(mean=0.0007, p95=0.0031)
 ONE_ROW_BIN = WorstBin(low=11 / 15, high=12 / 15, rows=1, accuracy=0.0, confidence=0.7733)

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from framework.dedupe import dedupe_rows, find_leaks
+from framework.data.dedupe import dedupe_rows, find_leaks
 
 
 def row(row_id: str, text: str, intent: str = "Greet", split: str | None = None) -> dict[str, Any]:

@@ -102,5 +102,52 @@ def test_the_checker_finds_a_cycle() -> None:
 
 def test_framework_has_no_import_cycles() -> None:
     graph = import_graph()
-    assert len(graph) > 50 and "framework.pipeline" in graph and "framework.plugins.trainers.encoder" in graph
+    assert len(graph) > 50 and "framework.pipeline.runner" in graph and "framework.plugins.trainers.encoder" in graph
     assert cycles(graph) == []
+
+
+PLUGIN_MAY_IMPORT = (
+    "framework",  # the package itself (e.g. ``from framework import __version__``)
+    "framework.plugin_api",
+    "framework.registry",
+    "framework.errors",
+    "framework.io",
+    "framework.redact",
+    "framework.models",
+    "framework.data",
+    "framework.evaluation",
+    "framework.llm",
+    "framework.runtime",
+    "framework.config.schema",
+    "framework.plugins",
+)
+
+
+def all_imports(tree: ast.Module, me: str, package: bool) -> set[str]:
+    """Every module a file imports, at any depth (inside functions too)."""
+    found: set[str] = set()
+    base = me.split(".") if package else me.split(".")[:-1]
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            module = node.module or ""
+            if node.level:
+                module = ".".join([*base[: len(base) - node.level + 1], *([module] if module else [])])
+            found.add(module)
+    return found
+
+
+def test_plugins_import_only_what_plugin_api_allows() -> None:
+    """``framework/plugin_api.py`` lists what a plugin may import; no built-in plugin reaches further."""
+    allowed = {*PLUGIN_MAY_IMPORT}
+    refused = []
+    for path in sorted(REPO.joinpath("plugins").rglob("*.py")):
+        name = module_name(path)
+        for module in all_imports(ast.parse(path.read_text()), name, path.name == "__init__.py"):
+            inside = module == "framework" or module.startswith("framework.")
+            if inside and not any(module == a or module.startswith(a + ".") for a in allowed):
+                refused.append(f"{name} imports {module}")
+    assert refused == []
+    source = REPO.joinpath("framework", "plugin_api.py").read_text()
+    assert all(f"``{a}``" in source for a in allowed - {"framework"}), "plugin_api.py lists what a plugin may import"

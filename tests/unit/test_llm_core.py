@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
+from framework.data.seeding import derive_seed
 from framework.errors import UserInputError
 from framework.llm.client import AttemptError, attempt, classify, litellm_module, parse_answer, retry_after_seconds
 from framework.llm.dispatcher import Dispatcher, DispatchSettings, TaskOutcome, TaskRecord
@@ -25,7 +26,6 @@ from framework.llm.journal import Journal
 from framework.llm.records import Queries
 from framework.llm.requests import LLMRequest, LLMResponse, RequestFailed, TaskError, request
 from framework.llm.roulette import ModelRoulette, ModelSpec, RateLimiter
-from framework.seeding import derive_seed
 from tests.assets.llm_server import Faults, LLMServer
 
 KEY_ENV = "INTENTCRAFT_TEST_LLM_KEY"

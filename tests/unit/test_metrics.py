@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from framework.metrics import (
+from framework.evaluation.metrics import (
     classification_report,
     confusion_table_markdown,
     evaluate_rows,

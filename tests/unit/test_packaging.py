@@ -32,6 +32,6 @@ def test_conf_and_recipes_are_data_packages() -> None:
 
 
 def test_cli_help_does_not_import_torch() -> None:
-    code = "import sys, framework.cli; framework.cli.build_parser(); print('torch' in sys.modules)"
+    code = "import sys, framework.cli.commands; framework.cli.commands.build_parser(); print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
     assert out.stdout.strip() == "False"

@@ -14,10 +14,10 @@ from types import SimpleNamespace
 import pytest
 
 from framework.io import read_jsonl
-from framework.pipeline import Pipeline, StageDef, StageRun, State, labelled_files
+from framework.pipeline.runner import Pipeline, StageDef, StageRun, State, labelled_files
+from framework.pipeline.staleness import explain
 from framework.registry import PluginSpec, plugin_namespace, validators
 from framework.stages import STAGES as ALL_STAGES
-from framework.staleness import explain
 from tests.conftest import REPO, TINY, load_recipe
 
 STAGES = ALL_STAGES[:3]  # generate, validate, split: the data stages under test here
@@ -221,7 +221,7 @@ import json, sys
 from pathlib import Path
 sys.path.insert(0, {repo!r})
 from tests.conftest import load_recipe, TINY
-from framework.pipeline import Pipeline
+from framework.pipeline.runner import Pipeline
 from framework.stages import STAGES
 pipeline = Pipeline(STAGES[:{count}], load_recipe(TINY), Path({out!r}))
 """

@@ -9,8 +9,8 @@ import time
 import pytest
 from rich.console import Console
 
-from framework import progress as progress_module
-from framework.progress import INTERVAL_ENV, Pacer, Progress, format_seconds, interval_from_env
+from framework.pipeline import progress as progress_module
+from framework.pipeline.progress import INTERVAL_ENV, Pacer, Progress, format_seconds, interval_from_env
 
 
 class FakeClock:

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from framework.launch import StageLines, quiet_libraries
-from framework.pipeline import State
+from framework.cli.launch import StageLines, quiet_libraries
+from framework.pipeline.runner import State
 
 
 class Records(logging.Handler):

@@ -121,7 +121,7 @@ def test_key_env_allow_list(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_log_records_are_scrubbed_whatever_the_handler() -> None:
-    from framework.launch import scrub_log_records
+    from framework.cli.launch import scrub_log_records
 
     saved = logging.getLogRecordFactory()
     try:

@@ -18,8 +18,8 @@ import pytest
 
 from framework.errors import UserInputError
 from framework.llm.journal import Journal
-from framework.pipeline import Pipeline, StagePlan, State
-from framework.stage_lock import lock_holder, lock_path, make_staging_dir, remove_stale_staging, stage_lock
+from framework.pipeline.runner import Pipeline, StagePlan, State
+from framework.pipeline.stage_lock import lock_holder, lock_path, make_staging_dir, remove_stale_staging, stage_lock
 from framework.stages import STAGES as ALL_STAGES
 from tests.conftest import REPO, TINY, load_recipe
 
@@ -41,7 +41,8 @@ class Helper:
     def __init__(self, snippet: str, target: Path) -> None:
         prelude = (
             "import sys\nfrom pathlib import Path\n"
-            "from framework.io import publish_dir\nfrom framework.stage_lock import make_staging_dir, stage_lock\n"
+            "from framework.io import publish_dir\n"
+            "from framework.pipeline.stage_lock import make_staging_dir, stage_lock\n"
             f"target = Path({str(target)!r})\n"
         )
         self.process = subprocess.Popen(

@@ -1,4 +1,4 @@
-"""Resource limits of the template sandbox (``framework.templating``): every limit refuses, fast and cleanly."""
+"""Resource limits of the template sandbox (``framework.data.templating``): every limit refuses, fast and cleanly."""
 
 from __future__ import annotations
 
@@ -10,8 +10,7 @@ import pytest
 
 from framework.config.check import check_recipe
 from framework.config.compose import RecipeRef, compose_recipe
-from framework.errors import RecipeError
-from framework.templating import (
+from framework.data.templating import (
     DEFAULT_LIMITS,
     PROMPT_LIMITS,
     RenderLimits,
@@ -19,6 +18,7 @@ from framework.templating import (
     TemplateRenderError,
     make_environment,
 )
+from framework.errors import RecipeError
 from tests.conftest import TINY
 
 # (template, words the error must contain): each goes past exactly the limit it names.

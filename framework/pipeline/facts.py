@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from framework.rows import SPLITS
+from framework.data.rows import SPLITS
 
 
 class StageFacts(BaseModel):

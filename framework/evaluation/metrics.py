@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from framework.calibration_metrics import ece_noise, top_label_errors
+from framework.evaluation.calibration import ece_noise, top_label_errors
 from framework.io import atomic_write_bytes
 
 ACCEPT, ABSTAIN = "accept", "abstain"  # the values of ``decisions``

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from framework.rows import normalize_text
+from framework.data.rows import normalize_text
 
 DedupeMode = Literal["normalized", "exact", "none"]
 DEDUPE_MODES: tuple[str, ...] = ("normalized", "exact", "none")

@@ -16,6 +16,13 @@ from rich.console import Console
 from rich.markup import escape
 
 from framework import __version__
+from framework.cli.predict import (
+    add_predict_parser,
+    add_verify_parser,
+    cmd_predict,
+    cmd_verify,
+    positive_int,
+)
 from framework.config.check import ValidatedRecipe, check_recipe
 from framework.config.compose import (
     RecipeRef,
@@ -27,16 +34,9 @@ from framework.config.compose import (
 from framework.config.recipe_policy import override_key
 from framework.errors import IntentcraftError, RecipeError, UserInputError, user_message
 from framework.paths import check_outputs_dir
+from framework.pipeline.targets import check_until, target_stages
 from framework.redact import scrub
 from framework.registry import KINDS
-from framework.runtime.predict_cli import (
-    add_predict_parser,
-    add_verify_parser,
-    cmd_predict,
-    cmd_verify,
-    positive_int,
-)
-from framework.targets import check_until, target_stages
 
 OUT = Console()
 ERR = Console(stderr=True)
@@ -153,7 +153,7 @@ def preflight(ref: RecipeRef, multirun: bool) -> ValidatedRecipe:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """``intentcraft run``."""
-    from framework.launch import RunOptions, launch
+    from framework.cli.launch import RunOptions, launch
 
     ref = resolve_recipe(args.overrides)
     recipe = preflight(ref, args.multirun)
@@ -199,8 +199,8 @@ def _describe_derived(recipe: ValidatedRecipe) -> None:
 
 def cmd_status(args: argparse.Namespace) -> int:
     """``intentcraft status``."""
-    from framework.pipeline import Pipeline
-    from framework.summary import status_table
+    from framework.cli.summary import status_table
+    from framework.pipeline.runner import Pipeline
 
     ref = resolve_recipe(args.overrides)
     recipe = load(ref)
@@ -212,8 +212,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_plugins(args: argparse.Namespace) -> int:
     """``intentcraft plugins``."""
+    from framework.cli.summary import plugins_tables
     from framework.registry import LOAD_ERRORS, load_plugins
-    from framework.summary import plugins_tables
 
     load_plugins()
     tables, empty = plugins_tables(args.kind)

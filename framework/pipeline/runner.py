@@ -25,9 +25,9 @@ from framework import __version__
 from framework.config.check import ValidatedRecipe
 from framework.errors import IntentcraftError, StageError, StageStopped
 from framework.io import atomic_write_json, dumps_canonical, publish_dir, read_json, sha256_bytes
-from framework.progress import Progress, say
+from framework.pipeline.progress import Progress, say
+from framework.pipeline.stage_lock import lock_holder, make_staging_dir, remove_stale_staging, stage_lock
 from framework.redact import redact
-from framework.stage_lock import lock_holder, make_staging_dir, remove_stale_staging, stage_lock
 
 MANIFEST = "manifest.json"
 STOPPED = "stopped.json"
@@ -214,7 +214,7 @@ class Pipeline:
         if last:
             old = self.cache / stage.name / last / MANIFEST
             if old.is_file():
-                from framework.staleness import explain
+                from framework.pipeline.staleness import explain
 
                 return State.STALE, explain(read_json(old).get("inputs", {}), inputs)
         return State.MISSING, "never run for this recipe"

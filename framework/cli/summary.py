@@ -12,11 +12,11 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from framework.calibration_metrics import manifest_checks
-from framework.headline import headline
-from framework.pipeline import Pipeline, StagePlan, State
+from framework.data.rows import SPLITS
+from framework.evaluation.calibration import manifest_checks
+from framework.evaluation.headline import headline
+from framework.pipeline.runner import Pipeline, StagePlan, State
 from framework.registry import KINDS, REGISTRIES
-from framework.rows import SPLITS
 
 STATE_STYLE = {State.CURRENT: "green", State.STALE: "yellow", State.MISSING: "red", State.PARTIAL: "magenta"}
 
@@ -73,7 +73,7 @@ def rejections_table(validate_manifest: dict[str, Any], split_manifest: dict[str
 
 
 def model_table(manifests: dict[str, dict[str, Any]]) -> Table:
-    """The shipped model's headline metrics (``framework.headline``, as the model card and report show them)."""
+    """The shipped model's headline metrics (``framework.evaluation.headline``: as the card and report show them)."""
     table = Table(title="Model", title_justify="left")
     table.add_column("metric")
     table.add_column("value", justify="right")

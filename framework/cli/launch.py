@@ -15,16 +15,16 @@ from typing import Any, cast
 from rich.console import Console
 from rich.markup import escape
 
+from framework.cli.summary import print_run_summary
 from framework.config.check import ValidatedRecipe, check_recipe
 from framework.config.compose import RecipeRef
 from framework.errors import IntentcraftError, user_message
 from framework.io import atomic_write_json, atomic_write_text
-from framework.pipeline import Pipeline, StagePlan
+from framework.pipeline.progress import LOG, STDERR, format_seconds, say
+from framework.pipeline.runner import Pipeline, StagePlan
+from framework.pipeline.targets import target_stages
 from framework.plugin_api import ReportContext
-from framework.progress import LOG, STDERR, format_seconds, say
 from framework.redact import redact, scrub, secret_values
-from framework.summary import print_run_summary
-from framework.targets import target_stages
 
 # Hydra writes its own unredacted copies of the config and overrides under .hydra/; intentcraft writes redacted ones.
 HYDRA_FORCED = ("hydra.output_subdir=null",)

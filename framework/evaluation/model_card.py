@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from framework import __version__
-from framework.calibration_metrics import checks_markdown, manifest_checks
-from framework.headline import headline, headline_markdown
+from framework.evaluation.calibration import checks_markdown, manifest_checks
+from framework.evaluation.headline import headline, headline_markdown
 
 SYNTHETIC_NOTE = (
     "> **Synthetic evaluation.** The test rows were generated from the recipe's own templates, so these "

@@ -1,7 +1,7 @@
 """Recipe targets: what a recipe builds, as a registered graph of stage kinds.
 
 A recipe names its target (``target: classifier``, the default). A target lists stage kinds in run order;
-each stage kind is a :class:`~framework.pipeline.StageDef` registered once under its name. The built-in
+each stage kind is a :class:`~framework.pipeline.runner.StageDef` registered once under its name. The built-in
 ``classifier`` target is generate -> validate -> split -> train -> export -> calibrate -> evaluate -> bundle.
 Third-party packages add stage kinds and targets through the entry-point group ``intentcraft.targets``:
 loading the entry point imports a module that calls :func:`register_stage` and :func:`register_target`.
@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING
 
 from framework.errors import IntentcraftError
 
-if TYPE_CHECKING:  # framework.pipeline imports the recipe checks, which import this module
-    from framework.pipeline import StageDef
+if TYPE_CHECKING:  # framework.pipeline.runner imports the recipe checks, which import this module
+    from framework.pipeline.runner import StageDef
 
 DEFAULT_TARGET = "classifier"
 ENTRY_POINT_GROUP = "intentcraft.targets"

@@ -1,0 +1,1 @@
+"""Measuring a model: metrics, calibration metrics and checks, the headline table and the model card."""
