@@ -30,7 +30,7 @@ test:
 test-fast:
 	$(BIN)/python -m pytest -m "not slow"
 
-# ruff, then mypy over framework/ (settings in pyproject.toml [tool.mypy]).
+# mypy over framework/ (settings in pyproject.toml [tool.mypy]), then ruff.
 lint: typecheck
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

@@ -177,7 +177,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     _describe_derived(recipe)
     config = recipe.config
     plugins = ", ".join(
-        sorted({b.spec.id for b in (*recipe.generators.values(), *recipe.layers.values(), recipe.splitter)})
+        sorted({b.spec.id for b in (*recipe.generators.values(), *recipe.layers.values(), *recipe.single.values())})
     )
     parts = [f"{config.generate.samples_per_intent} rows each asked"] if recipe.generators else []
     if recipe.sources:
@@ -224,7 +224,21 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     for kind, errors in LOAD_ERRORS.items():
         for error in errors:
             ERR.print(f"[red]could not load a {kind} plugin:[/] {error}")
+    if args.kind is None:
+        _print_targets()
     return 0
+
+
+def _print_targets() -> None:
+    """Every registered target (``target:`` in a recipe) with its stages, and targets that failed to load."""
+    from framework.pipeline import targets
+
+    for name in targets.target_names():
+        target = targets.get_target(name)
+        about = f" — {target.description}" if target.description else ""
+        OUT.print(f"target {name}: {' -> '.join(target.stages)}{about}", markup=False, highlight=False)
+    for error in targets.LOAD_ERRORS:
+        ERR.print(f"[red]could not load a target:[/] {escape(error)}")
 
 
 def cmd_recipes(_: argparse.Namespace) -> int:

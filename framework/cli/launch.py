@@ -20,8 +20,9 @@ from framework.config.check import ValidatedRecipe, check_recipe
 from framework.config.compose import RecipeRef
 from framework.errors import IntentcraftError, user_message
 from framework.io import atomic_write_json, atomic_write_text
+from framework.pipeline.facts import BundleFacts
 from framework.pipeline.progress import LOG, STDERR, format_seconds, say
-from framework.pipeline.runner import Pipeline, StagePlan
+from framework.pipeline.runner import Pipeline, StagePlan, facts_from_manifest
 from framework.pipeline.targets import target_stages
 from framework.plugin_api import ReportContext
 from framework.redact import redact, scrub, secret_values
@@ -197,10 +198,12 @@ def _report(pipeline: Pipeline, plans: list[StagePlan], run_dir: Path) -> Path |
     return cast("Path | None", bound.spec.func(bound.params, context))
 
 
-def _link_bundle(plans: list[StagePlan], run_dir: Path) -> Path | None:
-    bundle = next((p.directory / "bundle" for p in plans if p.stage.name == "bundle"), None)
-    if bundle is None:
+def _link_bundle(pipeline: Pipeline, plans: list[StagePlan], run_dir: Path) -> Path | None:
+    """Link the run record to the bundle the bundle stage published (targets without one ship none)."""
+    plan = next((p for p in plans if p.stage.name == "bundle"), None)
+    if plan is None:
         return None
+    bundle = plan.directory / facts_from_manifest(pipeline.manifest(plan), BundleFacts).bundle_dir
     link = run_dir / "bundle"
     if not link.exists():
         link.symlink_to(bundle.resolve(), target_is_directory=True)
@@ -226,7 +229,7 @@ def run_recipe(
         LOG.info(f"stopped early: {plans[-1].reason}")
         return plans
     report = _report(pipeline, plans, run_dir)
-    bundle = _link_bundle(plans, run_dir)
+    bundle = _link_bundle(pipeline, plans, run_dir)
     print_run_summary(console, pipeline, plans, actions)
     if recipe.config.notice:
         console.print(f"[yellow]note:[/] {escape(recipe.config.notice)}")

@@ -12,6 +12,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from framework.pipeline.targets import DEFAULT_TARGET
+
 NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_-]*$"
 
 
@@ -147,7 +149,7 @@ class RecipeConfig(StrictModel):
     """
 
     schema_version: Literal[1] = 1
-    target: str = Field(default="classifier", min_length=1)
+    target: str = Field(default=DEFAULT_TARGET, min_length=1)
     name: str
     description: str = ""
     notice: str = Field(default="", max_length=500)

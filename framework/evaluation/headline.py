@@ -92,10 +92,8 @@ def _training(manifests: dict[str, dict[str, Any]]) -> list[HeadlineRow]:
     train = _dict(_dict(manifests.get("train")).get("train"))
     if not train:
         return []
-    value = (
-        f"{train.get('epochs_run')} epochs (best {train.get('best_epoch')}), "
-        f"{train.get('seconds_per_epoch')} s/epoch on {train.get('device')}"
-    )
+    # no wall-clock figure: the model card renders these rows, and a deterministic re-run ships the same card
+    value = f"{train.get('epochs_run')} epochs (best {train.get('best_epoch')}) on {train.get('device')}"
     return [HeadlineRow("training", value)]
 
 
@@ -107,4 +105,5 @@ def headline_markdown(rows: list[HeadlineRow]) -> list[str]:
     """The rows as a Markdown table (model card and report)."""
     if not rows:
         return []
-    return ["| metric | value |", "|---|---:|", *(f"| {row.metric} | {row.value} |" for row in rows)]
+    cells = [(row.metric.replace("|", "\\|"), row.value.replace("|", "\\|")) for row in rows]
+    return ["| metric | value |", "|---|---:|", *(f"| {metric} | {value} |" for metric, value in cells)]

@@ -17,17 +17,19 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from importlib import metadata
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
 from framework import __version__
-from framework.config.check import ValidatedRecipe
-from framework.errors import IntentcraftError, StageError, StageStopped
+from framework.errors import IntentcraftError, StageError, StageStopped, UserInputError
 from framework.io import atomic_write_json, dumps_canonical, publish_dir, read_json, sha256_bytes
 from framework.pipeline.progress import Progress, say
 from framework.pipeline.stage_lock import lock_holder, make_staging_dir, remove_stale_staging, stage_lock
 from framework.redact import redact
+
+if TYPE_CHECKING:  # framework.config.check imports the targets, which import the stages
+    from framework.config.check import ValidatedRecipe
 
 MANIFEST = "manifest.json"
 STOPPED = "stopped.json"
@@ -44,6 +46,11 @@ class State(StrEnum):
 
 
 F = TypeVar("F", bound=BaseModel)
+
+
+def facts_from_manifest(manifest: dict[str, Any], model: type[F]) -> F:
+    """A stage's published facts read from its manifest as ``model`` (the manifest's bookkeeping keys left out)."""
+    return model.model_validate({key: manifest[key] for key in model.model_fields if key in manifest})
 
 
 @dataclass
@@ -67,9 +74,8 @@ class StageRun:
             self.warnings.append(message)
 
     def facts(self, stage: str, model: type[F]) -> F:
-        """What an upstream stage published, as ``model`` (its manifest's bookkeeping keys left out)."""
-        manifest = self.manifests[stage]
-        return model.model_validate({key: manifest[key] for key in model.model_fields if key in manifest})
+        """What an upstream stage published, as ``model``."""
+        return facts_from_manifest(self.manifests[stage], model)
 
     def path(self, stage: str, name: str) -> Path:
         """A file or directory an upstream stage's facts name, inside that stage's output."""
@@ -239,6 +245,8 @@ class Pipeline:
         plans = self.plan()
         if until is not None:
             names = [plan.stage.name for plan in plans]
+            if until not in names:  # a sweep's jobs may have different targets: each job is checked here
+                raise UserInputError(f"--until {until}: this recipe's stages are {', '.join(names)}; pick one of them.")
             plans = plans[: names.index(until) + 1]
         upstream_dirs: dict[str, Path] = {}
         for plan in plans:

@@ -42,6 +42,8 @@ class UnknownTarget(IntentcraftError):
 STAGE_KINDS: dict[str, StageDef] = {}
 TARGETS: dict[str, Target] = {}
 LOAD_ERRORS: list[str] = []
+BUILTIN: set[str] = set()
+"""Targets registered by intentcraft itself (the others come from entry points)."""
 _loaded = False
 
 
@@ -77,8 +79,12 @@ def load_targets(reload: bool = False) -> None:
     global _loaded
     if _loaded and not reload:
         return
-    _loaded = True
+    # By name, as the plugin registry loads built-in plugins: the stage modules import this one to register
+    # themselves, so this module never imports them (no import cycle, even a lazy one).
     importlib.import_module("framework.stages")
+
+    BUILTIN.update(TARGETS)
+    _loaded = True
     for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
         try:
             ep.load()

@@ -12,7 +12,7 @@ from framework.pipeline.facts import BundleFacts, CalibrationFacts, EvaluateFact
 from framework.pipeline.runner import StageDef, StageRun
 from framework.runtime import verify_bundle, write_checksums
 from framework.runtime.bundle import BundleManifest
-from framework.stages.common import split_rows
+from framework.stages.common import bundle_file, split_rows
 from framework.stages.evaluate import write_model
 
 BUNDLE_DIR = "bundle"
@@ -45,10 +45,8 @@ def run_bundle(run: StageRun) -> BundleFacts:
     target = run.work_dir / BUNDLE_DIR
     shutil.copytree(run.path("evaluate", evaluated.bundle_dir), target)
     atomic_write_text(target / "README.md", render_card(run.recipe, manifests, data))
-    scored = BundleManifest.model_validate(read_json(target / "bundle.json"))
-    write_model(
-        target / "bundle.json", BundleManifest.model_validate({**scored.model_dump(), "metrics": metrics, "data": data})
-    )
+    manifest = {**read_json(target / "bundle.json"), "metrics": metrics, "data": data}
+    write_model(target / "bundle.json", bundle_file(BundleManifest, manifest, "evaluate"))
     write_checksums(target)
     info = verify_bundle(target)
     return BundleFacts(bundle_dir=BUNDLE_DIR, files=info.files, metrics=metrics, data=data)

@@ -16,6 +16,7 @@ from framework.plugin_api import CalibrateContext, CalibrationResult
 from framework.runtime.bundle import CalibrationFile
 from framework.runtime.onnx_classifier import OnnxTextClassifier
 from framework.stages.common import (
+    bundle_file,
     exported_model_path,
     plugin_result,
     section,
@@ -58,12 +59,13 @@ def run_calibrate(run: StageRun) -> CalibrationFacts:
     )
     bound = run.recipe.bound("calibrate")
     result = plugin_result(bound, bound.spec.func(bound.params, context), CalibrationResult)
-    calibration = CalibrationFile(
-        temperature=result.temperature,
-        thresholds=result.thresholds,
-        global_threshold=result.global_threshold,
-        fallback_intent=fallback,
-    ).model_dump(mode="json")
+    fitted = {
+        "temperature": result.temperature,
+        "thresholds": result.thresholds,
+        "global_threshold": result.global_threshold,
+        "fallback_intent": fallback,
+    }
+    calibration = bundle_file(CalibrationFile, fitted, f"calibrator {bound.spec.id}").model_dump(mode="json")
     atomic_write_json(run.work_dir / CALIBRATION_FILE, calibration)
     _ece_gate(result.metrics, section(run.recipe.config.calibrate, "calibrate").max_ece, run.warn)
     return CalibrationFacts(

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from framework.config.check import BoundPlugin
+from pydantic import BaseModel, ValidationError
+
 from framework.errors import StageError
 from framework.io import read_json, read_jsonl
 from framework.pipeline.facts import ExportFacts, SplitFacts, TrainFacts
 from framework.pipeline.progress import say as say  # re-exported: a line for the user and the run log
-from framework.pipeline.runner import StageRun
+from framework.pipeline.runner import MANIFEST, StageRun, facts_from_manifest
+
+if TYPE_CHECKING:  # framework.config.check imports the targets, which import the stages
+    from framework.config.check import BoundPlugin
 
 R = TypeVar("R")
 S = TypeVar("S")
@@ -30,9 +34,7 @@ def trained(run: StageRun) -> TrainFacts:
 
 def read_train_facts(train_dir: Path) -> TrainFacts:
     """A train stage output's facts, from its manifest (for tools that read a finished run, e.g. ``bench/``)."""
-    manifest = read_json(train_dir / "manifest.json")
-    facts = TrainFacts.model_validate({key: manifest[key] for key in TrainFacts.model_fields if key in manifest})
-    return _with_labels(facts, train_dir)
+    return _with_labels(facts_from_manifest(read_json(train_dir / MANIFEST), TrainFacts), train_dir)
 
 
 def _with_labels(facts: TrainFacts, train_dir: Path) -> TrainFacts:
@@ -82,3 +84,19 @@ def section(value: S | None, key: str) -> S:
     if value is None:
         raise StageError(f"the recipe has no {key} section, which this stage needs; add it (see conf/{key}/)")
     return value
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def bundle_file(model: type[M], data: dict[str, Any], source: str) -> M:
+    """``data`` as one of the bundle's file models, or a ``StageError`` naming ``source`` and the bad field."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "<document>"
+        raise StageError(
+            f"{source} gave a {model.__name__} the bundle cannot ship: {where}: {first['msg']} "
+            f"(got {str(first.get('input'))[:80]!r}); the bundle would not load, so the run stops here"
+        ) from None

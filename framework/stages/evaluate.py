@@ -18,6 +18,7 @@ from framework.pipeline.runner import StageDef, StageRun
 from framework.runtime import Router, write_checksums
 from framework.runtime.bundle import BundleManifest, CalibrationFile, LabelsFile
 from framework.stages.common import (
+    bundle_file,
     exported_model_path,
     model_input_names,
     split_rows,
@@ -43,8 +44,11 @@ def write_bundle(run: StageRun, target: Path) -> Path:
     shutil.copyfile(tokenizer_path(run), target / "tokenizer.json")
     display = run.recipe.config.display_labels
     fitted = read_json(run.path("calibrate", run.facts("calibrate", CalibrationFacts).calibration_file))
-    write_model(target / "calibration.json", CalibrationFile.model_validate(shipped_calibration(fitted, display)))
-    write_model(target / "labels.json", LabelsFile(labels=shipped_labels(trained_labels(run), display)))
+    write_model(
+        target / "calibration.json", bundle_file(CalibrationFile, shipped_calibration(fitted, display), "calibrate")
+    )
+    labels = {"labels": shipped_labels(trained_labels(run), display)}
+    write_model(target / "labels.json", bundle_file(LabelsFile, labels, "train"))
     manifest = {
         "format_version": 1,
         "recipe": run.recipe.name,
@@ -53,7 +57,7 @@ def write_bundle(run: StageRun, target: Path) -> Path:
         "inputs": model_input_names(target / "model.onnx"),
         **({"intent_names": intent_names(display)} if display else {}),
     }
-    write_model(target / "bundle.json", BundleManifest.model_validate(manifest))
+    write_model(target / "bundle.json", bundle_file(BundleManifest, manifest, "export"))
     atomic_write_text(target / "README.md", PLACEHOLDER_CARD)
     write_checksums(target)
     return target

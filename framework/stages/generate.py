@@ -5,9 +5,8 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
-from framework.config.check import BoundPlugin, ValidatedRecipe
 from framework.config.schema import GeneratorSection, IntentSpec, SourceSection
 from framework.data.seeding import derive_seed, make_rng
 from framework.errors import StageError, UserInputError
@@ -15,6 +14,9 @@ from framework.io import write_jsonl
 from framework.pipeline.facts import GenerateFacts
 from framework.pipeline.runner import StageDef, StageRun, labelled_files
 from framework.plugin_api import GenerateContext, SourceContext
+
+if TYPE_CHECKING:  # framework.config.check imports the targets, which import the stages
+    from framework.config.check import BoundPlugin, ValidatedRecipe
 
 ROWS_FILE = "rows.jsonl"
 

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from framework.config.check import ValidatedRecipe
 from framework.data.seeding import derive_seed
 from framework.models import model_files
 from framework.pipeline.facts import TrainFacts
 from framework.pipeline.runner import StageDef, StageRun, labelled_files
 from framework.plugin_api import TrainContext, TrainResult
 from framework.stages.common import plugin_result, say, split_rows
+
+if TYPE_CHECKING:  # framework.config.check imports the targets, which import the stages
+    from framework.config.check import ValidatedRecipe
 
 
 def run_train(run: StageRun) -> TrainFacts:

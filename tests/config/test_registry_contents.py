@@ -12,7 +12,7 @@ import json
 import os
 from typing import Any
 
-from framework.pipeline.targets import STAGE_KINDS, TARGETS, load_targets
+from framework.pipeline.targets import BUILTIN, STAGE_KINDS, TARGETS, load_targets
 from framework.registry import REGISTRIES
 from tests.config.test_golden_errors import GOLDEN, update_golden
 
@@ -40,8 +40,9 @@ def registry_contents() -> dict[str, Any]:
     stages = {
         name: {"upstream": list(stage.upstream), "config_keys": list(stage.config_keys), "version": stage.version}
         for name, stage in sorted(STAGE_KINDS.items())
+        if stage.run.__module__.startswith("framework.")  # built-in, not from an installed package
     }
-    targets = {name: list(target.stages) for name, target in sorted(TARGETS.items())}
+    targets = {name: list(TARGETS[name].stages) for name in sorted(BUILTIN)}
     return {"plugins": plugins, "stage_kinds": stages, "targets": targets}
 
 

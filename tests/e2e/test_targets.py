@@ -19,12 +19,13 @@ TOY_PACKAGE = '''
 from collections import Counter
 
 from framework.io import atomic_write_json, read_jsonl
+from framework.pipeline.facts import GenerateFacts
 from framework.pipeline.runner import StageDef
 from framework.pipeline.targets import Target, register_stage, register_target
 
 
 def run_count(run):
-    rows = read_jsonl(run.inputs["generate"] / "rows.jsonl")
+    rows = read_jsonl(run.path("generate", run.facts("generate", GenerateFacts).rows_file))
     counts = Counter(row["intent"] for row in rows)
     atomic_write_json(run.work_dir / "counts.json", dict(sorted(counts.items())))
     return {"counted": len(rows)}
@@ -63,7 +64,7 @@ def test_the_classifier_is_the_default_target_with_every_stage() -> None:
 
 def test_an_unknown_target_is_named_with_the_known_ones() -> None:
     with pytest.raises(RecipeError) as caught:
-        load_recipe(TINY, "+target=clasifier")
+        load_recipe(TINY, "target=clasifier")
     [issue] = caught.value.issues
     assert issue.path == "target"
     assert "unknown target 'clasifier'. Did you mean 'classifier'?" in issue.message
@@ -90,13 +91,23 @@ def test_a_toy_target_from_an_entry_point_runs_from_a_recipe(tmp_path: Path) -> 
     (tmp_path / "tiny.yaml").write_text(TINY.read_text())
     recipe = tmp_path / "toy.yaml"
     recipe.write_text("defaults: [tiny, _self_]\ntarget: toy\n")
+    bare = tmp_path / "bare_toy.yaml"  # without the sections only the classifier's stages read
+    sections = ", ".join(f"override /{group}: null" for group in ("split", "trainer", "export", "calibrate"))
+    bare.write_text(f"defaults: [tiny, {sections}, _self_]\ntarget: toy\n")
+    for path in (recipe, bare):
+        checked = run_cli("validate", f"recipe={path}", cwd=tmp_path, env=env)
+        assert checked.returncode == 0, checked.stderr
+        assert "OK" in checked.stdout
+    listed = run_cli("plugins", cwd=tmp_path, env=env)
+    assert "target toy: generate -> count — counts the generated rows of each intent" in listed.stdout
+    assert "target classifier: generate -> validate -> split" in " ".join(listed.stdout.split())
 
     status = run_cli("status", f"recipe={recipe}", cwd=tmp_path, env=env)
     assert status.returncode == 0, status.stderr
     table = [line for line in status.stdout.splitlines() if "MISSING" in line]
     assert [line.split()[1] for line in table] == ["generate", "count"]
 
-    refused = run_cli("run", "--until", "train", f"recipe={recipe}", cwd=tmp_path, env=env)
+    refused = run_cli("run", "--until", "train", f"recipe={bare}", cwd=tmp_path, env=env)
     assert refused.returncode == 2
     assert "--until train: the toy target has no such stage. Its stages: generate, count." in refused.stderr
 

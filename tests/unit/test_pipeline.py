@@ -347,3 +347,18 @@ def test_train_facts_of_an_older_cached_output_take_the_labels_from_its_runtime_
     atomic_write_json(tmp_path / "manifest.json", {**manifest, "labels": ["A", "B"]})
     assert read_train_facts(tmp_path).labels == ["A", "B"]
     assert read_train_facts(tmp_path).tokenizer_path() == "model/tokenizer.json"
+
+
+def test_a_bundle_file_a_plugin_got_wrong_is_a_stage_error_naming_it() -> None:
+    """A calibrator's temperature of 0 would make a bundle the runtime refuses: the stage stops, naming it."""
+    from framework.errors import StageError
+    from framework.runtime.bundle import CalibrationFile
+    from framework.stages.common import bundle_file
+
+    fitted = {"temperature": 0.0, "thresholds": {}, "global_threshold": 0.5, "fallback_intent": None}
+    with pytest.raises(StageError) as caught:
+        bundle_file(CalibrationFile, fitted, "calibrator builtin.temperature.v1")
+    assert str(caught.value).startswith(
+        "calibrator builtin.temperature.v1 gave a CalibrationFile the bundle cannot ship: temperature: "
+    )
+    assert bundle_file(CalibrationFile, {**fitted, "temperature": 1.5}, "x").temperature == 1.5
