@@ -81,14 +81,39 @@ class CalibrationFacts(StageFacts):
     calibration_file: str = "calibration.json"
 
 
-class EvaluateFacts(StageFacts):
-    """Metrics of the bundle as it ships, on the evaluated split; ``bundle_dir`` holds that bundle."""
+class EvaluationPart(BaseModel):
+    """Metrics of one evaluated part (all rows, real rows, synthetic rows): the headline figures typed, the
+    rest (per-intent report, confusion matrix, routed metrics, held-out calibration, ...) kept as published."""
 
-    evaluation: dict[str, Any]
+    model_config = ConfigDict(extra="allow")
+
+    n: int = Field(ge=0)
+    accuracy: float
+    macro_f1: float
+    evidence: str
+    benchmark_evidence: bool = False
+    calibration: dict[str, Any] | None = None
+
+
+class EvaluateFacts(StageFacts):
+    """Metrics of the bundle as it ships, on the evaluated split; ``bundle_dir`` holds that bundle.
+
+    ``evaluation`` has the parts ``all``, ``real`` and ``synthetic`` (None when the split has no such rows).
+    """
+
+    evaluation: dict[str, EvaluationPart | None]
     evaluated_split: str
     decisions: dict[str, int]
     plots: list[str] = Field(default_factory=list)
     bundle_dir: str = "bundle"
+
+    @property
+    def overall(self) -> EvaluationPart:
+        """The metrics of all evaluated rows."""
+        part = self.evaluation.get("all")
+        if part is None:
+            raise ValueError("evaluation has no 'all' part")
+        return part
 
 
 class BundleFacts(StageFacts):

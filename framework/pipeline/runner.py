@@ -74,7 +74,7 @@ class StageRun:
             self.warnings.append(message)
 
     def facts(self, stage: str, model: type[F]) -> F:
-        """What an upstream stage published, as ``model``."""
+        """What an upstream stage published, as ``model`` (its stage kind's ``facts``, or a part of them)."""
         return facts_from_manifest(self.manifests[stage], model)
 
     def path(self, stage: str, name: str) -> Path:
@@ -160,7 +160,9 @@ def say_waiting(plan: StagePlan, pid: int | None) -> None:
 
 def published_facts(stage: StageDef, result: dict[str, Any] | BaseModel) -> dict[str, Any]:
     """A stage's result as the manifest keeps it, checked against the stage's ``facts`` model."""
-    details = result.model_dump(exclude_none=True) if isinstance(result, BaseModel) else result
+    if isinstance(result, BaseModel):  # an optional fact left unset is left out (nested values are kept as they are)
+        result = {key: value for key, value in result.model_dump().items() if value is not None}
+    details = result
     if stage.facts is not None:
         try:
             stage.facts.model_validate(details)

@@ -34,12 +34,12 @@ def run_bundle(run: StageRun) -> BundleFacts:
     evaluated = run.facts("evaluate", EvaluateFacts)
     calibrated = run.facts("calibrate", CalibrationFacts)
     data = _data_counts(run)
-    evaluation = evaluated.evaluation["all"]
+    overall = evaluated.overall
     metrics = {
         "evaluated_split": evaluated.evaluated_split,
-        "evidence": evaluation["evidence"],
-        "accuracy": evaluation["accuracy"],
-        "macro_f1": evaluation["macro_f1"],
+        "evidence": overall.evidence,
+        "accuracy": overall.accuracy,
+        "macro_f1": overall.macro_f1,
         "ece_after": calibrated.calibration.get("ece_after"),
     }
     target = run.work_dir / BUNDLE_DIR
