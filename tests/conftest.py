@@ -80,3 +80,16 @@ def run_cli(
         timeout=timeout,
         check=False,
     )
+
+
+def make_distribution(site: Path, name: str, package: str, source: str, group: str, entry: str) -> None:
+    """An installed-looking distribution ``name`` in ``site`` (put it on PYTHONPATH): one package whose
+    ``__init__.py`` is ``source``, and one entry point ``entry = package`` in ``group``."""
+    import textwrap
+
+    (site / package).mkdir(parents=True)
+    (site / package / "__init__.py").write_text(textwrap.dedent(source))
+    info = site / f"{name.replace('-', '_')}-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(f"[{group}]\n{entry} = {package}\n")

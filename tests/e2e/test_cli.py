@@ -7,7 +7,7 @@ import textwrap
 from pathlib import Path
 
 from framework.io import read_jsonl
-from tests.conftest import ASSETS, TINY, run_cli
+from tests.conftest import ASSETS, TINY, make_distribution, run_cli
 
 DATA = ("--until", "split")  # these tests are about the data stages and the CLI, not training
 
@@ -148,19 +148,11 @@ def banned_words(rows, params, ctx):
 '''
 
 
-def make_distribution(site: Path) -> None:
-    """An installed-looking distribution ``acme-intent-plugins`` with one entry point."""
-    (site / "acme_plugins").mkdir(parents=True)
-    (site / "acme_plugins" / "__init__.py").write_text(textwrap.dedent(THIRD_PARTY))
-    info = site / "acme_intent_plugins-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: acme-intent-plugins\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text("[intentcraft.validators]\nbanned_words = acme_plugins\n")
-
-
 def test_third_party_plugin_from_entry_point_runs_from_a_recipe(tmp_path: Path) -> None:
     site = tmp_path / "site"
-    make_distribution(site)
+    make_distribution(
+        site, "acme-intent-plugins", "acme_plugins", THIRD_PARTY, "intentcraft.validators", "banned_words"
+    )
     env = {"PYTHONPATH": str(site)}
     listed = run_cli("plugins", "--kind", "validators", cwd=tmp_path, env=env)
     assert "acme_intent_plugins.banned_words.v1" in listed.stdout

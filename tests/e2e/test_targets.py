@@ -4,7 +4,6 @@ separate distribution through the ``intentcraft.targets`` entry point, run from 
 from __future__ import annotations
 
 import json
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -12,7 +11,7 @@ import pytest
 from framework.errors import RecipeError
 from framework.pipeline.targets import DEFAULT_TARGET, Target, get_target, register_target, target_stages
 from framework.stages import STAGES
-from tests.conftest import TINY, load_recipe, run_cli
+from tests.conftest import TINY, load_recipe, make_distribution, run_cli
 
 TOY_PACKAGE = '''
 """A toy target shipped by a separate distribution: generate, then count the rows per intent."""
@@ -34,16 +33,6 @@ def run_count(run):
 COUNT = register_stage(StageDef(name="count", upstream=("generate",), config_keys=("intents",), run=run_count))
 register_target(Target("toy", ("generate", "count"), "counts the generated rows of each intent"))
 '''
-
-
-def make_distribution(site: Path) -> None:
-    """An installed-looking distribution ``toy-targets`` whose entry point registers the toy target."""
-    (site / "toy_targets").mkdir(parents=True)
-    (site / "toy_targets" / "__init__.py").write_text(textwrap.dedent(TOY_PACKAGE))
-    info = site / "toy_targets-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: toy-targets\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text("[intentcraft.targets]\ntoy = toy_targets\n")
 
 
 def test_the_classifier_is_the_default_target_with_every_stage() -> None:
@@ -86,7 +75,7 @@ def test_a_target_must_list_each_stage_after_its_upstream() -> None:
 
 def test_a_toy_target_from_an_entry_point_runs_from_a_recipe(tmp_path: Path) -> None:
     site = tmp_path / "site"
-    make_distribution(site)
+    make_distribution(site, "toy-targets", "toy_targets", TOY_PACKAGE, "intentcraft.targets", "toy")
     env = {"PYTHONPATH": str(site)}
     (tmp_path / "tiny.yaml").write_text(TINY.read_text())
     recipe = tmp_path / "toy.yaml"

@@ -17,6 +17,19 @@ def module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
+def imported_by(node: ast.AST, me: str, package: bool) -> set[str]:
+    """What one ``import`` statement imports: modules, and ``module.name`` for ``from module import name``."""
+    if isinstance(node, ast.Import):
+        return {alias.name for alias in node.names}
+    if not isinstance(node, ast.ImportFrom):
+        return set()
+    base = me.split(".") if package else me.split(".")[:-1]
+    module = node.module or ""
+    if node.level:
+        module = ".".join([*base[: len(base) - node.level + 1], *([module] if module else [])])
+    return {module, *(f"{module}.{alias.name}" for alias in node.names)}
+
+
 def module_level_imports(tree: ast.Module, me: str, package: bool) -> set[str]:
     """Modules (and ``module.name`` for ``from module import name``) imported when the module is imported."""
     found: set[str] = set()
@@ -30,36 +43,21 @@ def module_level_imports(tree: ast.Module, me: str, package: bool) -> set[str]:
                 statements += getattr(node, block, [])
         elif isinstance(node, ast.ExceptHandler):
             statements += node.body
-        elif isinstance(node, ast.Import):
-            found |= {alias.name for alias in node.names}
-        elif isinstance(node, ast.ImportFrom):
-            base = me.split(".") if package else me.split(".")[:-1]
-            module = node.module or ""
-            if node.level:
-                module = ".".join([*base[: len(base) - node.level + 1], *([module] if module else [])])
-            found.add(module)
-            found |= {f"{module}.{alias.name}" for alias in node.names}
+        else:
+            found |= imported_by(node, me, package)
     return found
 
 
 def runtime_imports(tree: ast.Module, me: str, package: bool) -> set[str]:
     """Every import that can run (module level and inside functions), ``if TYPE_CHECKING:`` blocks left out."""
     found: set[str] = set()
-    base = me.split(".") if package else me.split(".")[:-1]
     pending: list[ast.AST] = [tree]
     while pending:
         node = pending.pop()
         if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
             pending += node.orelse
             continue
-        if isinstance(node, ast.Import):
-            found |= {alias.name for alias in node.names}
-        elif isinstance(node, ast.ImportFrom):
-            module = node.module or ""
-            if node.level:
-                module = ".".join([*base[: len(base) - node.level + 1], *([module] if module else [])])
-            found.add(module)
-            found |= {f"{module}.{alias.name}" for alias in node.names}
+        found |= imported_by(node, me, package)
         pending += list(ast.iter_child_nodes(node))
     return found
 
@@ -155,18 +153,8 @@ PLUGIN_MAY_IMPORT = (
 
 
 def all_imports(tree: ast.Module, me: str, package: bool) -> set[str]:
-    """Every module a file imports, at any depth (inside functions too)."""
-    found: set[str] = set()
-    base = me.split(".") if package else me.split(".")[:-1]
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            found |= {alias.name for alias in node.names}
-        elif isinstance(node, ast.ImportFrom):
-            module = node.module or ""
-            if node.level:
-                module = ".".join([*base[: len(base) - node.level + 1], *([module] if module else [])])
-            found.add(module)
-    return found
+    """Every module a file imports, at any depth (inside functions and ``TYPE_CHECKING`` blocks too)."""
+    return {module for node in ast.walk(tree) for module in imported_by(node, me, package)}
 
 
 def test_plugins_import_only_what_plugin_api_allows() -> None:
