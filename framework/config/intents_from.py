@@ -10,7 +10,6 @@ router returns.
 
 from __future__ import annotations
 
-import json
 import re
 import unicodedata
 from collections import Counter
@@ -151,7 +150,7 @@ def _labels(name: str, bound: Any) -> Counter[str]:
     files = params.files() if callable(getattr(params, "files", None)) else []
     stats = tuple((str(f), *_stat(f)) for f in files)
     key = (name, bound.spec.id, bound.section.split, params.model_dump_json(), stats)
-    return Counter(json.loads(_cached_labels(key, bound)))
+    return Counter(_cached_labels(key, bound))
 
 
 def _stat(path: Path) -> tuple[int, int]:
@@ -162,18 +161,18 @@ def _stat(path: Path) -> tuple[int, int]:
     return (info.st_size, info.st_mtime_ns)
 
 
-_CACHE: dict[tuple[Any, ...], str] = {}
+_CACHE: dict[tuple[Any, ...], dict[str, int]] = {}
 _CACHE_SIZE = 32
 
 
-def _cached_labels(key: tuple[Any, ...], bound: Any) -> str:
-    """JSON of ``{label: rows}``; read once per distinct ``key`` in this process."""
+def _cached_labels(key: tuple[Any, ...], bound: Any) -> dict[str, int]:
+    """``{label: rows}``, read once per distinct ``key`` in this process (callers copy it)."""
     if key not in _CACHE:
         context = SourceContext(name=key[0], plugin_id=bound.spec.id, intents={}, split=bound.section.split, seed=0)
         counts = Counter(str(row["intent"]) for row in bound.spec.func(bound.params, context))
         if len(_CACHE) >= _CACHE_SIZE:
             _CACHE.pop(next(iter(_CACHE)))
-        _CACHE[key] = json.dumps(counts)
+        _CACHE[key] = dict(counts)
     return _CACHE[key]
 
 
