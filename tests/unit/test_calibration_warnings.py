@@ -29,6 +29,16 @@ from framework.stages.evaluate import add_calibration_checks
 
 NOISE = EceNoise(mean=0.0007, p95=0.0031)
 ONE_ROW_BIN = WorstBin(low=11 / 15, high=12 / 15, rows=1, accuracy=0.0, confidence=0.7733)
+DEFAULT_RUN_EVAL = {  # the default run's eval-split calibration metrics (MCE rose on a one-row bin)
+    "ece_before": 0.0555,
+    "ece_after": 0.0031,
+    "mce_before": 0.4437,
+    "mce_after": 0.7733,
+    "ece_noise_mean": 0.0019,
+    "ece_noise_p95": 0.0030,
+    "worst_bin_after": ONE_ROW_BIN.to_dict(),
+    "n": 878,
+}
 ECE_ABOVE = (
     "Test ECE 0.0052 is above what a perfectly calibrated model would show on 1,020 rows (95th percentile 0.0031): "
     "the confidences are measurably off (confidence and accuracy differ by 0.52 percentage points on average)."
@@ -127,17 +137,7 @@ def test_stored_checks_read_back_and_skip_malformed_entries() -> None:
 
 
 def test_calibrate_stage_builds_eval_checks_from_the_calibrators_metrics() -> None:
-    metrics = {
-        "ece_before": 0.0555,
-        "ece_after": 0.0031,
-        "mce_before": 0.4437,
-        "mce_after": 0.7733,
-        "ece_noise_mean": 0.0019,
-        "ece_noise_p95": 0.0030,
-        "worst_bin_after": ONE_ROW_BIN.to_dict(),
-        "n": 878,
-    }
-    checks = eval_checks(metrics, 878)
+    checks = eval_checks(DEFAULT_RUN_EVAL, 878)
     assert [(c["check"], c["ok"]) for c in checks] == [("ece_vs_chance", False), ("mce_rose", False)]
     assert checks[0]["text"].startswith("Eval ECE 0.0031 after calibration is above what a perfectly calibrated")
     assert checks[1]["text"].startswith(MCE_ROSE)
@@ -160,15 +160,8 @@ def manifests() -> dict[str, dict]:
         "thresholds": {"FindCallers": 0.9},
         "global_threshold": 0.68,
         "fallback_intent": "Ambiguous",
-        "ece_before": 0.0555,
-        "ece_after": 0.0031,
-        "mce_before": 0.4437,
-        "mce_after": 0.7733,
-        "ece_noise_mean": 0.0019,
-        "ece_noise_p95": 0.0030,
+        **DEFAULT_RUN_EVAL,
         "worst_bin_before": {"low": 0.4, "high": 0.4667, "rows": 9, "accuracy": 0.0, "confidence": 0.4437},
-        "worst_bin_after": ONE_ROW_BIN.to_dict(),
-        "n": 878,
     }
     calibration["checks"] = eval_checks(calibration, 878)
     held_out = {"ece": 0.0052, "mce": 0.0052, "ece_noise_mean": 0.0007, "ece_noise_p95": 0.0031, "ece_bins": 15}
