@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 import tomllib
+from types import ModuleType
 
 from tests.conftest import REPO
 
@@ -12,21 +14,31 @@ from tests.conftest import REPO
 DATA_PACKAGES = {"framework._conf": "conf", "framework._recipes": "recipes"}
 
 
-def test_every_python_package_directory_is_packaged() -> None:
+def _setup_module() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("intentcraft_setup", REPO / "setup.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # not as __main__: defines packages() without building
+    return module
+
+
+def test_the_package_list_is_every_package_directory_and_no_hand_kept_list() -> None:
     config = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
-    listed = set(config["packages"]) - set(DATA_PACKAGES)
+    assert "packages" not in config, "setup.py derives the package list from the directories"
     found = set()
     for root, prefix in (("framework", "framework"), ("plugins", "framework.plugins")):
         for init in (REPO / root).rglob("__init__.py"):
-            parts = init.parent.relative_to(REPO / root).parts
-            found.add(".".join((prefix, *parts)))
-    assert found == listed
+            found.add(".".join((prefix, *init.parent.relative_to(REPO / root).parts)))
+    listed = _setup_module().packages()
+    assert len(listed) == len(set(listed))
+    assert set(listed) == found | set(DATA_PACKAGES)
+    assert {"framework.stages", "framework.pipeline", "framework.plugins.trainers"} <= found
 
 
 def test_conf_and_recipes_are_data_packages() -> None:
     config = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert set(_setup_module().DATA_PACKAGES) == set(DATA_PACKAGES)
     for package, folder in DATA_PACKAGES.items():
-        assert package in config["packages"]
         assert config["package-dir"][package] == folder
         assert config["package-data"][package], f"{package} ships no files"
 
