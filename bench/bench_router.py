@@ -31,17 +31,17 @@ from framework.config.compose import compose_recipe, resolve_recipe
 from framework.evaluation.calibration import ece_noise
 from framework.io import read_json, read_jsonl
 from framework.pipeline.runner import Pipeline
+from framework.pipeline.targets import target_stages
 from framework.plugins.calibrators.temperature import calibration_errors, fit_temperature, softmax
 from framework.runtime import Router
 from framework.runtime.onnx_classifier import OnnxTextClassifier
-from framework.stages import STAGES
 from framework.stages.common import read_train_facts
 
 
 def build(recipe_name: str, outputs: Path) -> dict[str, Path]:
     ref = resolve_recipe([f"recipe={recipe_name}"])
     recipe = check_recipe(compose_recipe(ref), str(ref.path))
-    pipeline = Pipeline(STAGES, recipe, outputs)
+    pipeline = Pipeline(target_stages(recipe.config.target), recipe, outputs)
     plans = pipeline.run(lambda plan, action: print(f"{plan.stage.name}: {action}", flush=True))
     return {plan.stage.name: plan.directory for plan in plans}
 
