@@ -12,7 +12,8 @@ Plugins are plain functions ``plugin(inputs, params, ctx)`` registered in ``fram
 - trainer: ``(train_rows, eval_rows, params, ctx: TrainContext) -> TrainResult``.
 - exporter: ``(params, ctx: ExportContext) -> ExportResult``.
 - calibrator: ``(params, ctx: CalibrateContext) -> CalibrationResult``.
-- reporter: ``(params, ctx: ReportContext) -> Path`` (the report it wrote).
+- reporter: ``(params, ctx: ReportContext) -> Path`` (the report it wrote); the bundle stage runs it into the
+  bundle, and every run into its run record.
 
 What a plugin may import from ``framework`` (checked by ``tests/unit/test_import_graph.py``):
 
@@ -23,7 +24,9 @@ What a plugin may import from ``framework`` (checked by ``tests/unit/test_import
 - and other modules of ``framework.plugins``.
 
 Never ``framework.cli``, ``framework.pipeline``, ``framework.stages`` or the rest of ``framework.config``: they
-run plugins, and a plugin that reaches into them breaks when they change.
+run plugins, and a plugin that reaches into them breaks when they change. A package that adds stage kinds and
+targets (entry point ``intentcraft.targets``) is not a plugin: it builds on ``framework.pipeline.runner``
+(``StageDef``, ``RecipeSection``, ``StageRun``), ``framework.pipeline.targets`` and ``framework.pipeline.facts``.
 """
 
 from __future__ import annotations

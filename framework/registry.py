@@ -1,10 +1,12 @@
-"""Plugin registries, one per stage kind.
+"""Plugin registries, one per plugin kind that a registered stage kind calls.
 
-Recipes name plugins (``template``, ``template.v1`` or ``builtin.template.v1``); they never carry a
-Python path, so a recipe cannot import arbitrary code. Built-in plugins live in
-``framework.plugins.<kind>`` (one module each, imported on first use). Third-party plugins arrive
-through the entry-point group ``intentcraft.<kind>``: loading the entry point imports a module that
-registers with the decorator, under the distribution's name as namespace.
+The plugin kinds are not listed here: each stage kind names those it calls (``StageDef.sections`` and
+``StageDef.plugin_kinds``, see :mod:`framework.pipeline.targets`), and ``from framework.registry import
+trainers`` gives the registry of the kind ``trainers``. Recipes name plugins (``template``, ``template.v1``
+or ``builtin.template.v1``); they never carry a Python path, so a recipe cannot import arbitrary code.
+Built-in plugins live in ``framework.plugins.<kind>`` (one module each, imported on first use). Third-party
+plugins arrive through the entry-point group ``intentcraft.<kind>``: loading the entry point imports a
+module that registers with the decorator, under the distribution's name as namespace.
 
 Example::
 
@@ -36,18 +38,8 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict
 
 from framework.errors import IntentcraftError
+from framework.pipeline.targets import plugin_kinds as declared_plugin_kinds
 
-KINDS = (
-    "sources",
-    "generators",
-    "llm_tasks",
-    "validators",
-    "splitters",
-    "trainers",
-    "exporters",
-    "calibrators",
-    "reporters",
-)
 ENTRY_POINT_PREFIX = "intentcraft."
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _REF = re.compile(r"^(?:(?P<ns>[a-z][a-z0-9_]*)\.)?(?P<name>[a-z][a-z0-9_]*)(?:\.v(?P<version>\d+))?$")
@@ -69,6 +61,15 @@ class UnknownPlugin(IntentcraftError):
         hint = f"did you mean '{suggestion[0]}'? " if suggestion else ""
         detail = f" ({detail})" if detail else ""
         super().__init__(f"unknown {kind[:-1]} plugin '{ref}'{detail}; {hint}known: {', '.join(known) or 'none'}")
+
+
+class UnknownPluginKind(IntentcraftError):
+    """A plugin kind that no registered stage kind calls."""
+
+    def __init__(self, kind: str, known: tuple[str, ...]) -> None:
+        suggestion = difflib.get_close_matches(kind, known, n=1, cutoff=0.6)
+        hint = f"did you mean '{suggestion[0]}'? " if suggestion else ""
+        super().__init__(f"no stage kind calls plugins of the kind '{kind}'; {hint}known kinds: {', '.join(known)}")
 
 
 @dataclass(frozen=True)
@@ -175,16 +176,35 @@ class Registry:
         return max(found, key=lambda s: s.version)
 
 
-REGISTRIES: dict[str, Registry] = {kind: Registry(kind) for kind in KINDS}
-sources = REGISTRIES["sources"]
-generators = REGISTRIES["generators"]
-llm_tasks = REGISTRIES["llm_tasks"]
-validators = REGISTRIES["validators"]
-splitters = REGISTRIES["splitters"]
-trainers = REGISTRIES["trainers"]
-exporters = REGISTRIES["exporters"]
-calibrators = REGISTRIES["calibrators"]
-reporters = REGISTRIES["reporters"]
+_REGISTRIES: dict[str, Registry] = {}
+
+
+def plugin_kinds() -> tuple[str, ...]:
+    """Every plugin kind, in the order of the stage kinds that call them."""
+    return declared_plugin_kinds()
+
+
+def registry(kind: str) -> Registry:
+    """The registry of one plugin kind a registered stage kind calls."""
+    if kind not in plugin_kinds():
+        raise UnknownPluginKind(kind, plugin_kinds())
+    return _REGISTRIES.setdefault(kind, Registry(kind))
+
+
+def registries() -> dict[str, Registry]:
+    """Every plugin kind's registry, in :func:`plugin_kinds` order."""
+    return {kind: registry(kind) for kind in plugin_kinds()}
+
+
+def __getattr__(name: str) -> Registry:
+    """``from framework.registry import validators``: the registry of a plugin kind, by its name."""
+    if name.startswith("_") or not _NAME.match(name):
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    try:
+        return registry(name)
+    except UnknownPluginKind as exc:
+        raise AttributeError(str(exc)) from None
+
 
 _loaded = False
 LOAD_ERRORS: dict[str, list[str]] = {}
@@ -201,7 +221,7 @@ def plugin_namespace(namespace: str) -> Iterator[None]:
 
 
 def _import_builtins() -> None:
-    for kind in KINDS:
+    for kind in plugin_kinds():
         try:
             package = importlib.import_module(f"framework.plugins.{kind}")
         except ModuleNotFoundError:
@@ -212,7 +232,7 @@ def _import_builtins() -> None:
 
 
 def _import_entry_points() -> None:
-    for kind in KINDS:
+    for kind in plugin_kinds():
         for ep in importlib.metadata.entry_points(group=ENTRY_POINT_PREFIX + kind):
             dist = ep.dist.name if ep.dist is not None else ep.module.split(".")[0]
             namespace = re.sub(r"[^a-z0-9_]", "_", dist.lower())

@@ -82,9 +82,12 @@ def run_cli(
     )
 
 
-def make_distribution(site: Path, name: str, package: str, source: str, group: str, entry: str) -> None:
+def make_distribution(
+    site: Path, name: str, package: str, source: str, group: str, entry: str, more: dict[str, str] | None = None
+) -> None:
     """An installed-looking distribution ``name`` in ``site`` (put it on PYTHONPATH): one package whose
-    ``__init__.py`` is ``source``, and one entry point ``entry = package`` in ``group``."""
+    ``__init__.py`` is ``source``, and one entry point ``entry = package`` in ``group``; ``more`` adds an entry
+    point per group, ``{group: "entry = module"}``, for modules of the package the test writes itself."""
     import textwrap
 
     (site / package).mkdir(parents=True)
@@ -92,4 +95,5 @@ def make_distribution(site: Path, name: str, package: str, source: str, group: s
     info = site / f"{name.replace('-', '_')}-0.1.dist-info"
     info.mkdir()
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text(f"[{group}]\n{entry} = {package}\n")
+    groups = {group: f"{entry} = {package}", **(more or {})}
+    (info / "entry_points.txt").write_text("".join(f"[{g}]\n{line}\n" for g, line in groups.items()))

@@ -36,7 +36,6 @@ from framework.errors import IntentcraftError, RecipeError, UserInputError, user
 from framework.paths import check_outputs_dir
 from framework.pipeline.targets import check_until, target_stages
 from framework.redact import scrub
-from framework.registry import KINDS
 
 OUT = Console()
 ERR = Console(stderr=True)
@@ -86,8 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("overrides", nargs="*", help=overrides_help)
     status = verbs.add_parser("status", help="show each stage as CURRENT / STALE (and why) / MISSING / PARTIAL")
     status.add_argument("overrides", nargs="*", help=overrides_help)
-    plugins = verbs.add_parser("plugins", help="list every registered plugin by stage kind with its params")
-    plugins.add_argument("--kind", choices=KINDS, help="only this stage kind")
+    plugins = verbs.add_parser("plugins", help="list every registered plugin by kind with its params, and the targets")
+    plugins.add_argument("--kind", help="only this plugin kind (e.g. trainers; every kind is listed without it)")
     verbs.add_parser("recipes", help="list the recipes that recipe=NAME can name")
     add_predict_parser(verbs)
     add_verify_parser(verbs)

@@ -16,7 +16,7 @@ from framework.data.rows import SPLITS
 from framework.evaluation.calibration import manifest_checks
 from framework.evaluation.headline import headline
 from framework.pipeline.runner import Pipeline, StagePlan, State
-from framework.registry import KINDS, REGISTRIES
+from framework.registry import plugin_kinds, registry
 
 STATE_STYLE = {State.CURRENT: "green", State.STALE: "yellow", State.MISSING: "red", State.PARTIAL: "magenta"}
 
@@ -148,10 +148,10 @@ def param_lines(model: type[BaseModel], prefix: str = "") -> list[str]:
 
 
 def plugins_tables(kind: str | None = None) -> tuple[list[Table], list[str]]:
-    """One table per stage kind that has plugins (each plugin, its origin and params), and the empty kinds."""
+    """One table per plugin kind that has plugins (each plugin, its origin and params), and the empty kinds."""
     tables, empty = [], []
-    for name in KINDS if kind is None else (kind,):
-        specs = REGISTRIES[name].all()
+    for name in plugin_kinds() if kind is None else (kind,):
+        specs = registry(name).all()
         if not specs:
             empty.append(name)
             continue

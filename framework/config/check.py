@@ -5,55 +5,27 @@ Every problem is collected and raised together as one ``RecipeError``.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import jinja2
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, ValidationError, create_model
 
 from framework.config.intents_from import DerivedIntents, derive_intents
-from framework.config.pydantic_issues import did_you_mean, issues_from_validation
+from framework.config.pydantic_issues import allowed_keys, did_you_mean, issues_from_validation
 from framework.config.recipe_policy import credential_issues
-from framework.config.schema import (
-    CalibrateSection,
-    ExportSection,
-    GeneratorSection,
-    LayerSection,
-    PluginSection,
-    RecipeConfig,
-    ReportSection,
-    SourceSection,
-    SplitSection,
-    TrainSection,
-)
+from framework.config.schema import GeneratorSection, LayerSection, PluginSection, RecipeConfig, SourceSection
 from framework.data.templating import TemplateLimitError, make_environment, template_variables
-from framework.errors import ConfigIssue, RecipeError
-from framework.registry import (
-    PluginSpec,
-    Registry,
-    UnknownPlugin,
-    calibrators,
-    exporters,
-    generators,
-    reporters,
-    sources,
-    splitters,
-    trainers,
-    validators,
-)
+from framework.errors import ConfigIssue, RecipeError, StageError
+from framework.pipeline.targets import UnknownTarget, get_target, recipe_sections, required_sections
+from framework.registry import PluginSpec, Registry, UnknownPlugin, registry
 
 TRIAL_RENDER_SECONDS = 10.0
 """Time for the trial renders of all of a recipe's templates together (each render has its own limit too)."""
-
-SINGLE_SECTIONS: tuple[tuple[str, type[PluginSection], Registry], ...] = (
-    ("split", SplitSection, splitters),
-    ("trainer", TrainSection, trainers),
-    ("export", ExportSection, exporters),
-    ("calibrate", CalibrateSection, calibrators),
-    ("report", ReportSection, reporters),
-)
+M = TypeVar("M", bound=BaseModel)
 
 
 @dataclass(frozen=True)
@@ -79,14 +51,20 @@ class ValidatedRecipe:
     single: dict[str, BoundPlugin]
     derived: DerivedIntents | None = None
 
-    @property
-    def splitter(self) -> BoundPlugin:
-        """The ``split`` section's plugin."""
-        return self.single["split"]
-
     def bound(self, section: str) -> BoundPlugin:
-        """The plugin of a single-plugin section: split, trainer, export, calibrate or report."""
+        """The plugin of a stage kind's plugin section (``split``, ``trainer``, ``export``, ...)."""
+        if section not in self.single:
+            raise StageError(
+                f"the recipe has no {section} section, which this stage needs; add it (see conf/{section}/)"
+            )
         return self.single[section]
+
+    def section(self, key: str, model: type[M]) -> M:
+        """A stage kind's section as its model: a plugin section's core keys, or settings with their defaults."""
+        value = getattr(self.config, key, None)
+        if not isinstance(value, model):
+            raise StageError(f"the recipe has no {key} section, which this stage needs; add it (see conf/{key}/)")
+        return value
 
     @property
     def name(self) -> str:
@@ -94,21 +72,42 @@ class ValidatedRecipe:
         return self.config.name
 
 
+def recipe_model() -> type[RecipeConfig]:
+    """The recipe schema: the core model plus the section of every registered stage kind (a plugin section is
+    optional here, required by the recipe checks when the target runs its stage; a settings section has its
+    defaults)."""
+    return _recipe_model(tuple(recipe_sections().values()))
+
+
+@functools.cache
+def _recipe_model(sections: tuple[Any, ...]) -> type[RecipeConfig]:
+    fields: dict[str, Any] = {}
+    for section in sections:
+        if section.key in RecipeConfig.model_fields or section.key == "validate":
+            raise ValueError(f"a stage kind declares the recipe section {section.key!r}, a core recipe key; rename it")
+        if section.plugin_kind is None:
+            fields[section.key] = (section.model, Field(default_factory=section.model))
+        else:
+            fields[section.key] = (section.model | None, None)
+    return create_model("RecipeConfig", __base__=RecipeConfig, __doc__=RecipeConfig.__doc__, **fields)
+
+
 def _plugin_sections(raw: dict[str, Any]) -> Iterator[tuple[str, Any, type[PluginSection], Registry]]:
     if isinstance(raw.get("sources"), dict):
         for key, section in raw["sources"].items():
-            yield f"sources.{key}", section, SourceSection, sources
+            yield f"sources.{key}", section, SourceSection, registry("sources")
     generate = raw.get("generate")
     if isinstance(generate, dict) and isinstance(generate.get("generators"), dict):
         for key, section in generate["generators"].items():
-            yield f"generate.generators.{key}", section, GeneratorSection, generators
+            yield f"generate.generators.{key}", section, GeneratorSection, registry("generators")
     validate = raw.get("validate")
     if isinstance(validate, dict) and isinstance(validate.get("layers"), dict):
         for key, section in validate["layers"].items():
-            yield f"validate.layers.{key}", section, LayerSection, validators
-    for key, model, registry in SINGLE_SECTIONS:
-        if isinstance(raw.get(key), dict):
-            yield key, raw[key], model, registry
+            yield f"validate.layers.{key}", section, LayerSection, registry("validators")
+    for key, declared in recipe_sections().items():
+        if declared.plugin_kind is not None and isinstance(raw.get(key), dict):
+            assert issubclass(declared.model, PluginSection), f"section {key!r}: a plugin section's model"
+            yield key, raw[key], declared.model, registry(declared.plugin_kind)
 
 
 def bind_plugin(
@@ -133,7 +132,8 @@ def bind_plugin(
     try:
         params = spec.params.model_validate(own)
     except ValidationError as exc:
-        found = issues_from_validation(exc, spec.params, path, owner=f"plugin {spec.id}")
+        beside = tuple(key for key in allowed_keys(model) if key != "plugin")
+        found = issues_from_validation(exc, spec.params, path, owner=f"plugin {spec.id}", beside=beside)
         return issues + _explain_leftover_keys(found, own, spec, registry, path)
     if issues or section is None:
         return issues
@@ -282,13 +282,14 @@ def check_recipe(raw: dict[str, Any], source: str) -> ValidatedRecipe:
     if found:
         raise RecipeError(source, found)
     config: RecipeConfig | None = None
+    model = recipe_model()
     try:
-        config = RecipeConfig.model_validate(raw)
+        config = model.model_validate(raw)
     except ValidationError as exc:
-        issues += issues_from_validation(exc, RecipeConfig)
+        issues += issues_from_validation(exc, model)
     bound: dict[str, BoundPlugin] = {}
-    for path, section, model, registry in _plugin_sections(raw):
-        result = bind_plugin(path, section, model, registry)
+    for path, section, section_model, kind_registry in _plugin_sections(raw):
+        result = bind_plugin(path, section, section_model, kind_registry)
         if isinstance(result, list):
             issues += [i for i in result if i.render() not in {j.render() for j in issues}]
         else:
@@ -305,27 +306,24 @@ def check_recipe(raw: dict[str, Any], source: str) -> ValidatedRecipe:
         sources={p.removeprefix("sources."): b for p, b in bound.items() if p.startswith("sources.")},
         generators={p.removeprefix("generate.generators."): b for p, b in bound.items() if p.startswith("generate.")},
         layers={p.removeprefix("validate.layers."): b for p, b in bound.items() if p.startswith("validate.")},
-        single={key: bound[key] for key, _, _ in SINGLE_SECTIONS if key in bound},
+        single={key: bound[key] for key in recipe_sections() if key in bound},
         derived=derived,
     )
 
 
 def _target_issues(config: RecipeConfig) -> list[ConfigIssue]:
     """The recipe's target must be registered, and the plugin sections its stages read must be present."""
-    from framework.pipeline.targets import UnknownTarget, get_target, required_sections
-
     try:
         get_target(config.target)
     except UnknownTarget as exc:
         return [ConfigIssue("target", str(exc), config.target, has_value=True)]
-    optional = tuple(key for key, _, _ in SINGLE_SECTIONS if key != "report")
     return [
         ConfigIssue(section, f"the {config.target} target's stages need this section; add it (see conf/{section}/)")
-        for section in required_sections(config.target, optional)
-        if getattr(config, section) is None
+        for section in required_sections(config.target)
+        if getattr(config, section, None) is None
     ]
 
 
 def _bind_source(raw: dict[str, Any], name: str) -> BoundPlugin | list[ConfigIssue]:
     """One source of ``raw`` bound to its plugin (for reading its labels before the whole recipe is checked)."""
-    return bind_plugin(f"sources.{name}", raw["sources"][name], SourceSection, sources)
+    return bind_plugin(f"sources.{name}", raw["sources"][name], SourceSection, registry("sources"))

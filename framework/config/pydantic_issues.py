@@ -71,11 +71,12 @@ def join_path(prefix: str, loc: tuple[Any, ...]) -> str:
 
 
 def issues_from_validation(
-    exc: ValidationError, model: type[BaseModel], prefix: str = "", owner: str = ""
+    exc: ValidationError, model: type[BaseModel], prefix: str = "", owner: str = "", beside: tuple[str, ...] = ()
 ) -> list[ConfigIssue]:
     """One issue per pydantic error, with the key path, the value and did-you-mean for unknown keys.
 
-    ``owner`` names what the keys belong to (e.g. ``plugin builtin.quality.v1``) in unknown-key messages.
+    ``owner`` names what the keys belong to (e.g. ``plugin builtin.quality.v1``) in unknown-key messages;
+    ``beside`` are the other keys valid at the top of the same mapping (a plugin section's own keys).
     """
     issues = []
     for error in exc.errors():
@@ -84,6 +85,7 @@ def issues_from_validation(
         if error["type"] == "extra_forbidden":
             owning_model = _model_at(model, loc[:-1])
             choices = allowed_keys(owning_model) if owning_model else []
+            choices += [key for key in beside if len(loc) == 1 and key not in choices]
             hint = did_you_mean(str(loc[-1]), choices)
             known = f" (known keys: {', '.join(choices)})" if choices and not hint else ""
             label = f"unknown key for {owner}" if owner else "unknown key"

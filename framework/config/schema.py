@@ -73,12 +73,6 @@ class LayerSection(PluginSection):
     enabled: bool = True
 
 
-class SplitSection(PluginSection):
-    """Dedupe settings (core) plus the splitter plugin and its params."""
-
-    dedupe: Literal["normalized", "exact", "none"] = "normalized"
-
-
 class SourceSection(PluginSection):
     """Real labelled data read from a file; ``split`` pins every row to one split (None: the splitter decides)."""
 
@@ -91,40 +85,6 @@ class GenerateConfig(StrictModel):
     samples_per_intent: int = Field(default=1000, ge=1, le=1_000_000)
     verification_fraction: float = Field(default=0.1, ge=0, le=1)
     generators: dict[str, GeneratorSection] = Field(default_factory=dict)
-
-
-class TrainSection(PluginSection):
-    """The trainer plugin and its hyperparameters."""
-
-
-class ExportSection(PluginSection):
-    """The exporter plugin; ``max_accuracy_drop`` gates INT8 accuracy against the fp32 model on the eval split."""
-
-    max_accuracy_drop: float = Field(default=0.02, ge=0, le=1)
-
-
-class CalibrateSection(PluginSection):
-    """The calibrator plugin; ``max_ece`` gates the expected calibration error after calibration (None: no gate)."""
-
-    max_ece: float | None = Field(default=0.05, ge=0, le=1)
-
-
-class EvaluateConfig(StrictModel):
-    """What the evaluate stage reports.
-
-    Attributes:
-        worst_examples: Most confident mistakes kept per evidence part.
-        batch_size: Texts handed to the Router per call (progress steps); results do not depend on it.
-        ece_bins: Equal-width bins of the held-out ECE and MCE of the calibrated confidences.
-    """
-
-    worst_examples: int = Field(default=20, ge=0, le=10_000)
-    batch_size: int = Field(default=64, ge=1, le=4096)
-    ece_bins: int = Field(default=15, ge=2, le=100)
-
-
-class ReportSection(PluginSection):
-    """The reporter plugin that writes the run's report page."""
 
 
 class ValidateConfig(StrictModel):
@@ -141,11 +101,13 @@ class PathsConfig(StrictModel):
 
 
 class RecipeConfig(StrictModel):
-    """A whole composed recipe.
+    """The core of a composed recipe: what every target reads.
 
-    ``target`` names what it builds (``framework.pipeline.targets``); the plugin sections its stages read (split,
-    trainer, export, calibrate) are required by the recipe checks. ``notice`` is a line printed when a run
-    starts and ends (e.g. by ``+debug``).
+    ``target`` names what it builds (``framework.pipeline.targets``). The other top-level sections (``split``,
+    ``trainer``, ``export``, ``calibrate``, ``evaluate``, ``report`` for the classifier) belong to the stage
+    kinds that read them: ``framework.config.check.recipe_model`` adds them to this model, and the recipe checks
+    require the plugin sections of the target's stages. ``notice`` is a line printed when a run starts and ends
+    (e.g. by ``+debug``).
     """
 
     schema_version: Literal[1] = 1
@@ -161,12 +123,6 @@ class RecipeConfig(StrictModel):
     sources: dict[str, SourceSection] = Field(default_factory=dict)
     generate: GenerateConfig = Field(default_factory=GenerateConfig)
     validate_: ValidateConfig = Field(alias="validate")
-    split: SplitSection | None = None
-    trainer: TrainSection | None = None
-    export: ExportSection | None = None
-    calibrate: CalibrateSection | None = None
-    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
-    report: ReportSection
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 

@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from framework.evaluation.run_facts import RunFacts
+
 NOISE_DRAWS = 200
 NOISE_SEED = 0
 
@@ -268,11 +270,13 @@ def stored_checks(facts: Any) -> list[CalibrationCheck]:
 
 def manifest_checks(manifests: dict[str, dict[str, Any]]) -> list[tuple[str, CalibrationCheck]]:
     """(stage, check): the eval split's calibration checks (calibrate), then the evaluated split's (all rows)."""
-    calibration = manifests.get("calibrate", {}).get("calibration")
-    evaluation = (manifests.get("evaluate", {}).get("evaluation") or {}).get("all") or {}
+    facts = RunFacts.from_manifests(manifests)
+    fitted = facts.calibrate.calibration.checks if facts.calibrate else []
+    overall = facts.evaluate.evaluation.get("all") if facts.evaluate else None
+    held_out = overall.calibration.checks if overall and overall.calibration else []
     return [
-        *(("calibrate", check) for check in stored_checks(calibration)),
-        *(("evaluate", check) for check in stored_checks(evaluation.get("calibration"))),
+        *(("calibrate", check) for check in stored_checks({"checks": fitted})),
+        *(("evaluate", check) for check in stored_checks({"checks": held_out})),
     ]
 
 

@@ -1,10 +1,13 @@
-"""The headline metrics of a run, from its stage manifests: one list of rows that the run summary, the model
+"""The headline metrics of a run, from its stages' typed facts: one list of rows that the run summary, the model
 card and the Markdown report all render, so the three never disagree."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
+
+from framework.evaluation.run_facts import RunFacts
+from framework.pipeline.facts import EvaluateFacts, ExportFacts, TrainFacts
 
 
 @dataclass(frozen=True)
@@ -22,83 +25,81 @@ def percent(value: Any) -> str:
 
 def headline(manifests: dict[str, dict[str, Any]]) -> list[HeadlineRow]:
     """Test quality, calibration, export and training, for the stages present in ``manifests`` (a figure a
-    manifest does not hold is left out)."""
-    return [*_quality(manifests), *_calibration(manifests), *_export(manifests), *_training(manifests)]
+    stage does not report is left out)."""
+    facts = RunFacts.from_manifests(manifests)
+    return [*_quality(facts.evaluate), *_calibration(facts), *_export(facts.export), *_training(facts.train)]
 
 
-def _quality(manifests: dict[str, dict[str, Any]]) -> list[HeadlineRow]:
-    parts = _dict(_dict(manifests.get("evaluate")).get("evaluation"))
-    evaluation, real = _dict(parts.get("all")), _dict(parts.get("real"))
-    if not evaluation:
+def _quality(evaluate: EvaluateFacts | None) -> list[HeadlineRow]:
+    overall = evaluate.evaluation.get("all") if evaluate else None
+    if evaluate is None or overall is None:
         return []
-    split = manifests["evaluate"].get("evaluated_split", "test")
+    split, real = evaluate.evaluated_split, evaluate.evaluation.get("real")
     rows = []
-    if evaluation.get("evidence") == "mixed" and real:  # the real rows are the evidence: their number comes first
-        where = f"{split} split, {real.get('n', 0):,} real rows: benchmark evidence"
-        rows.append(HeadlineRow(f"accuracy ({where})", percent(real.get("accuracy"))))
+    if overall.evidence == "mixed" and real:  # the real rows are the evidence: their number comes first
+        where = f"{split} split, {real.n:,} real rows: benchmark evidence"
+        rows.append(HeadlineRow(f"accuracy ({where})", percent(real.accuracy)))
     rows += [
-        HeadlineRow(
-            f"accuracy ({split} split, {evaluation.get('evidence')} rows)", percent(evaluation.get("accuracy"))
-        ),
-        HeadlineRow("macro-F1", percent(evaluation.get("macro_f1"))),
+        HeadlineRow(f"accuracy ({split} split, {overall.evidence} rows)", percent(overall.accuracy)),
+        HeadlineRow("macro-F1", percent(overall.macro_f1)),
     ]
-    for key, name in (("oos_recall", "out-of-scope recall"), ("oos_precision", "out-of-scope precision")):
-        if evaluation.get(key) is not None:
-            rows.append(HeadlineRow(name, percent(evaluation[key])))
-    routed = evaluation.get("routed") or {}
-    if routed:
-        value = f"{percent(routed.get('coverage'))} / {percent(routed.get('selective_accuracy'))}"
-        rows.append(HeadlineRow("accepted share / accuracy of accepted", value))
+    routed = overall.routed
+    out_of_scope = routed.out_of_scope if routed and routed.out_of_scope else overall.out_of_scope
+    if out_of_scope is not None:  # as the router decides: abstentions count as the out-of-scope intent
+        rows.append(HeadlineRow("out-of-scope recall / precision", _pair(out_of_scope.recall, out_of_scope.precision)))
+    if routed is not None:
+        rows.append(
+            HeadlineRow("accepted share / accuracy of accepted", _pair(routed.coverage, routed.selective_accuracy))
+        )
     return rows
 
 
-def _calibration(manifests: dict[str, dict[str, Any]]) -> list[HeadlineRow]:
+def _pair(first: float | None, second: float | None) -> str:
+    return f"{percent(first)} / {percent(second)}"
+
+
+def _calibration(facts: RunFacts) -> list[HeadlineRow]:
     rows = []
-    calibration = _dict(_dict(manifests.get("calibrate")).get("calibration"))
-    if "ece_after" in calibration:
-        value = (
-            f"{calibration.get('ece_before', 0):.4f} -> {calibration.get('ece_after', 0):.4f} "
-            f"(T={calibration.get('temperature', 0):.3f})"
-        )
+    fitted = facts.calibrate.calibration if facts.calibrate else None
+    if fitted is not None and fitted.ece_after is not None:
+        value = f"{fitted.ece_before or 0:.4f} -> {fitted.ece_after:.4f} (T={fitted.temperature:.3f})"
         rows.append(HeadlineRow("ECE on eval, before -> after", value))
-        if "mce_before" in calibration and "mce_after" in calibration:
-            value = f"{calibration['mce_before']:.4f} -> {calibration['mce_after']:.4f}"
-            rows.append(HeadlineRow("MCE on eval, before -> after", value))
-    evaluate = _dict(manifests.get("evaluate"))
-    held_out = _dict(_dict(_dict(evaluate.get("evaluation")).get("all")).get("calibration"))
-    if {"ece", "ece_noise_mean", "ece_noise_p95"} <= held_out.keys():
+        if fitted.mce_before is not None and fitted.mce_after is not None:
+            rows.append(
+                HeadlineRow("MCE on eval, before -> after", f"{fitted.mce_before:.4f} -> {fitted.mce_after:.4f}")
+            )
+    overall = facts.evaluate.evaluation.get("all") if facts.evaluate else None
+    held_out = overall.calibration if overall else None
+    if facts.evaluate and held_out and held_out.ece_noise_mean is not None and held_out.ece_noise_p95 is not None:
         value = (
-            f"{held_out['ece']:.4f} (chance level {held_out['ece_noise_mean']:.4f}, "
-            f"95th percentile {held_out['ece_noise_p95']:.4f})"
+            f"{held_out.ece:.4f} (chance level {held_out.ece_noise_mean:.4f}, "
+            f"95th percentile {held_out.ece_noise_p95:.4f})"
         )
-        rows.append(HeadlineRow(f"ECE on {evaluate.get('evaluated_split', 'test')}, calibrated", value))
+        rows.append(HeadlineRow(f"ECE on {facts.evaluate.evaluated_split}, calibrated", value))
     return rows
 
 
-def _export(manifests: dict[str, dict[str, Any]]) -> list[HeadlineRow]:
-    export = _dict(_dict(manifests.get("export")).get("export"))
-    rows = []
-    if "reference_accuracy" in export and "exported_accuracy" in export:
-        value = f"{percent(export['reference_accuracy'])} -> {percent(export['exported_accuracy'])}"
-        rows.append(HeadlineRow("eval accuracy fp32 -> shipped", value))
-    sizes = _dict(export.get("sizes_bytes"))
-    model_file = _dict(manifests.get("export")).get("model_file")
-    if model_file in sizes:
-        rows.append(HeadlineRow("model file", f"{sizes[model_file] / 1e6:.1f} MB"))
+def _export(export: ExportFacts | None) -> list[HeadlineRow]:
+    if export is None:
+        return []
+    metrics = export.export
+    value = f"{percent(metrics.reference_accuracy)} -> {percent(metrics.exported_accuracy)}"
+    rows = [HeadlineRow("eval accuracy fp32 -> shipped", value)]
+    if export.model_file in metrics.sizes_bytes:
+        rows.append(HeadlineRow("model file", f"{metrics.sizes_bytes[export.model_file] / 1e6:.1f} MB"))
     return rows
 
 
-def _training(manifests: dict[str, dict[str, Any]]) -> list[HeadlineRow]:
-    train = _dict(_dict(manifests.get("train")).get("train"))
-    if not train:
+def _training(train: TrainFacts | None) -> list[HeadlineRow]:
+    if train is None:
+        return []
+    metrics = train.train
+    if metrics.epochs_run is None:  # a trainer that reports no epochs
         return []
     # no wall-clock figure: the model card renders these rows, and a deterministic re-run ships the same card
-    value = f"{train.get('epochs_run')} epochs (best {train.get('best_epoch')}) on {train.get('device')}"
-    return [HeadlineRow("training", value)]
-
-
-def _dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
+    best = "" if metrics.best_epoch is None else f" (best {metrics.best_epoch})"
+    device = "" if metrics.device is None else f" on {metrics.device}"
+    return [HeadlineRow("training", f"{metrics.epochs_run} epochs{best}{device}")]
 
 
 def headline_markdown(rows: list[HeadlineRow]) -> list[str]:

@@ -7,6 +7,8 @@ from typing import Any
 from framework import __version__
 from framework.evaluation.calibration import checks_markdown, manifest_checks
 from framework.evaluation.headline import headline, headline_markdown
+from framework.evaluation.run_facts import RunFacts
+from framework.pipeline.facts import EvaluateFacts
 
 SYNTHETIC_NOTE = (
     "> **Synthetic evaluation.** The test rows were generated from the recipe's own templates, so these "
@@ -22,16 +24,15 @@ def _data_table(counts: dict[str, dict[str, int]]) -> list[str]:
     return lines
 
 
-def _metrics_lines(manifests: dict[str, dict[str, Any]]) -> list[str]:
-    evaluation = manifests["evaluate"]["evaluation"]["all"]
+def _metrics_lines(manifests: dict[str, dict[str, Any]], evaluated: EvaluateFacts) -> list[str]:
+    evidence = evaluated.overall.evidence
     lines = [
-        f"Evaluated on the {manifests['evaluate']['evaluated_split']} split ({evaluation['evidence']} rows) "
-        "with the files in this bundle.",
+        f"Evaluated on the {evaluated.evaluated_split} split ({evidence} rows) with the files in this bundle.",
         "",
         *headline_markdown(headline(manifests)),
     ]
     lines += _calibration_check_lines(manifests)
-    if evaluation.get("evidence") != "real":
+    if evidence != "real":
         lines += ["", SYNTHETIC_NOTE]
     return lines
 
@@ -43,9 +44,12 @@ def _calibration_check_lines(manifests: dict[str, dict[str, Any]]) -> list[str]:
 
 
 def render_card(recipe: Any, manifests: dict[str, dict[str, Any]], data_counts: dict[str, dict[str, int]]) -> str:
-    """Markdown model card for a bundle built from ``recipe`` (a ValidatedRecipe)."""
+    """Markdown model card for a bundle built from ``recipe`` (a ValidatedRecipe) by a run with ``manifests``."""
     config = recipe.config
-    train = manifests["train"]["train"]
+    facts = RunFacts.from_manifests(manifests)
+    if facts.train is None or facts.evaluate is None:
+        raise ValueError("a model card needs the train and evaluate stages' facts")
+    trained = facts.train.train
     display = config.display_labels
     intents = [
         f"- `{display.get(name, name)}`{f' (intent `{name}`)' if name in display else ''}"
@@ -68,11 +72,11 @@ def render_card(recipe: Any, manifests: dict[str, dict[str, Any]], data_counts: 
         "## Training data",
         *_data_table(data_counts),
         "",
-        f"Model: `{train.get('model')}` ({train.get('model_origin')}), {train.get('epochs_run')} epochs "
-        f"(best: {train.get('best_epoch')}), max_length {manifests['train'].get('max_length', 'see bundle.json')}.",
+        f"Model: `{trained.model}` ({trained.model_origin}), {trained.epochs_run} epochs "
+        f"(best: {trained.best_epoch}), max_length {facts.train.max_length}.",
         "",
         "## Metrics",
-        *_metrics_lines(manifests),
+        *_metrics_lines(manifests, facts.evaluate),
         "",
         "## Use it",
         "Python (needs onnxruntime, tokenizers and numpy; not torch):",

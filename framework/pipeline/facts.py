@@ -21,6 +21,77 @@ class StageFacts(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class PluginMetrics(BaseModel):
+    """Metrics a plugin reports: the figures the core renders are typed, any others are kept as published."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class TrainMetrics(PluginMetrics):
+    """What the trainer reports: the base model, epochs, the best epoch and where it trained (None: not reported)."""
+
+    model: str | None = None
+    model_origin: str | None = None
+    epochs_run: int | None = None
+    best_epoch: int | None = None
+    best_eval_accuracy: float | None = None
+    device: str | None = None
+
+
+class ExportMetrics(PluginMetrics):
+    """The exported model's eval accuracy against the trained model's (the export gate), and file sizes."""
+
+    reference_accuracy: float
+    exported_accuracy: float
+    accuracy_drop: float
+    max_accuracy_drop: float
+    sizes_bytes: dict[str, int] = Field(default_factory=dict)
+
+
+class CalibrationMetrics(PluginMetrics):
+    """The fitted calibration (``CalibrationFile``'s fields) with its before/after metrics on the eval split and
+    the calibration checks (``framework.evaluation.calibration``)."""
+
+    temperature: float
+    thresholds: dict[str, float]
+    global_threshold: float
+    fallback_intent: str | None = None
+    ece_before: float | None = None
+    ece_after: float | None = None
+    mce_before: float | None = None
+    mce_after: float | None = None
+    ece_noise_mean: float | None = None
+    ece_noise_p95: float | None = None
+    checks: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class HeldOutCalibration(PluginMetrics):
+    """ECE and MCE of the calibrated confidences on the evaluated rows, with chance levels and checks."""
+
+    ece: float
+    mce: float | None = None
+    ece_noise_mean: float | None = None
+    ece_noise_p95: float | None = None
+    checks: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class OutOfScope(PluginMetrics):
+    """Recall and precision of the out-of-scope intent (None where undefined, e.g. nothing predicted)."""
+
+    recall: float | None
+    precision: float | None
+    support: int
+
+
+class RoutedMetrics(PluginMetrics):
+    """The router's decisions with its thresholds: share accepted, accuracy among them and of the final route."""
+
+    coverage: float | None
+    selective_accuracy: float | None
+    accuracy: float | None
+    out_of_scope: OutOfScope | None = None
+
+
 class GenerateFacts(StageFacts):
     """Rows made, per intent and generator; ``rows_file`` holds them (JSONL)."""
 
@@ -55,7 +126,7 @@ class TrainFacts(StageFacts):
     ``framework.stages.common.trained``).
     """
 
-    train: dict[str, Any]
+    train: TrainMetrics
     model_dir: str
     max_length: int = Field(gt=0)
     labels: list[str] | None = None
@@ -69,30 +140,30 @@ class TrainFacts(StageFacts):
 class ExportFacts(StageFacts):
     """The runtime model file and its accuracy against the trained model."""
 
-    export: dict[str, Any]
+    export: ExportMetrics
     model_file: str
 
 
 class CalibrationFacts(StageFacts):
     """Temperature, thresholds and metrics (``calibration``), the file the bundle ships, and the plots."""
 
-    calibration: dict[str, Any]
+    calibration: CalibrationMetrics
     plots: list[str] = Field(default_factory=list)
     calibration_file: str = "calibration.json"
 
 
-class EvaluationPart(BaseModel):
+class EvaluationPart(PluginMetrics):
     """Metrics of one evaluated part (all rows, real rows, synthetic rows): the headline figures typed, the
-    rest (per-intent report, confusion matrix, routed metrics, held-out calibration, ...) kept as published."""
-
-    model_config = ConfigDict(extra="allow")
+    rest (per-intent report, confusion matrix, worst examples, ...) kept as published."""
 
     n: int = Field(ge=0)
     accuracy: float
     macro_f1: float
     evidence: str
     benchmark_evidence: bool = False
-    calibration: dict[str, Any] | None = None
+    out_of_scope: OutOfScope | None = None
+    routed: RoutedMetrics | None = None
+    calibration: HeldOutCalibration | None = None
 
 
 class EvaluateFacts(StageFacts):

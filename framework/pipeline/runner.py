@@ -83,9 +83,27 @@ class StageRun:
 
 
 @dataclass(frozen=True)
-class StageDef:
-    """One stage: its upstream stages, the recipe keys it reads and what it runs.
+class RecipeSection:
+    """A top-level recipe section that a stage kind owns.
 
+    A plugin section (``plugin_kind`` set) names one plugin of that kind in its ``plugin`` key; ``model`` (a
+    :class:`~framework.config.schema.PluginSection`) holds its core keys and the plugin's ``Params`` the rest.
+    The recipe must have it when its target runs the stage. A settings section (``plugin_kind`` None) is a
+    strict model whose fields all have defaults; a recipe without it gets them.
+    """
+
+    key: str
+    model: type[BaseModel]
+    plugin_kind: str | None = None
+
+
+@dataclass(frozen=True)
+class StageDef:
+    """One stage kind: its upstream stages, the recipe keys and sections it reads and what it runs.
+
+    ``sections`` are the recipe sections it owns (their keys feed its fingerprint like ``config_keys``, and a
+    plugin section's plugin code too); ``plugin_kinds`` the other plugin kinds it calls (e.g. the generators
+    of ``generate.generators``). The plugin registry has one registry per plugin kind a stage kind names.
     ``facts`` is the model of what ``run`` returns (published in the manifest and validated first).
     ``files`` names the input files whose bytes feed the fingerprint, each under a label that does not
     depend on where the file lives (see ``labelled_files``), so a moved checkout or another virtual
@@ -100,6 +118,23 @@ class StageDef:
     facts: type[BaseModel] | None = None
     plugins: Callable[[ValidatedRecipe], list[Any]] = lambda recipe: []
     files: Callable[[ValidatedRecipe], dict[str, Path]] = lambda recipe: {}
+    sections: tuple[RecipeSection, ...] = ()
+    plugin_kinds: tuple[str, ...] = ()
+
+    @property
+    def recipe_keys(self) -> tuple[str, ...]:
+        """Every top-level recipe key the stage reads: ``config_keys`` and its sections."""
+        return (*self.config_keys, *(s.key for s in self.sections if s.key not in self.config_keys))
+
+    def all_plugin_kinds(self) -> tuple[str, ...]:
+        """The plugin kinds the stage calls, its plugin sections' first."""
+        kinds = [s.plugin_kind for s in self.sections if s.plugin_kind is not None]
+        return tuple(dict.fromkeys([*self.plugin_kinds, *kinds]))
+
+    def bound_plugins(self, recipe: ValidatedRecipe) -> list[Any]:
+        """The plugins the stage runs: those of its plugin sections present in the recipe, then ``plugins``."""
+        own = [recipe.single[s.key] for s in self.sections if s.plugin_kind is not None and s.key in recipe.single]
+        return [*own, *self.plugins(recipe)]
 
 
 @dataclass
@@ -140,8 +175,8 @@ def fingerprint_inputs(stage: StageDef, recipe: ValidatedRecipe, upstream: dict[
     return {
         "stage": stage.name,
         "stage_version": stage.version,
-        "config": {key: recipe.raw.get(key) for key in stage.config_keys},
-        "plugins": {b.spec.id: b.spec.code_digest() for b in stage.plugins(recipe)},
+        "config": {key: recipe.raw.get(key) for key in stage.recipe_keys},
+        "plugins": {b.spec.id: b.spec.code_digest() for b in stage.bound_plugins(recipe)},
         "upstream": {name: upstream[name] for name in stage.upstream},
         "files": {label: sha256_file(path) for label, path in stage.files(recipe).items()},
     }
@@ -160,8 +195,8 @@ def say_waiting(plan: StagePlan, pid: int | None) -> None:
 
 def published_facts(stage: StageDef, result: dict[str, Any] | BaseModel) -> dict[str, Any]:
     """A stage's result as the manifest keeps it, checked against the stage's ``facts`` model."""
-    if isinstance(result, BaseModel):  # an optional fact left unset is left out (nested values are kept as they are)
-        result = {key: value for key, value in result.model_dump().items() if value is not None}
+    if isinstance(result, BaseModel):  # what the stage set, without a top-level None (nested None values stay)
+        result = {key: value for key, value in result.model_dump(exclude_unset=True).items() if value is not None}
     details = result
     if stage.facts is not None:
         try:

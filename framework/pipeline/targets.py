@@ -6,7 +6,9 @@ each stage kind is a :class:`~framework.pipeline.runner.StageDef` registered onc
 Third-party packages add stage kinds and targets through the entry-point group ``intentcraft.targets``:
 loading the entry point imports a module that calls :func:`register_stage` and :func:`register_target`.
 
-The schema's required sections, ``--until``, ``status`` and ``run`` all take the stage list from here.
+A stage kind owns the recipe sections it reads (``StageDef.sections``) and names the plugin kinds it calls:
+the recipe schema's sections, the ones a target requires, the plugin registry's kinds, ``--until``, ``status``
+and ``run`` all derive from the registered stage kinds and targets.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import TYPE_CHECKING
 from framework.errors import IntentcraftError
 
 if TYPE_CHECKING:  # framework.pipeline.runner imports the recipe checks, which import this module
-    from framework.pipeline.runner import StageDef
+    from framework.pipeline.runner import RecipeSection, StageDef
 
 DEFAULT_TARGET = "classifier"
 ENTRY_POINT_GROUP = "intentcraft.targets"
@@ -48,12 +50,38 @@ _loaded = False
 
 
 def register_stage(stage: StageDef) -> StageDef:
-    """Register a stage kind under its name (a second, different one of the same name is refused)."""
+    """Register a stage kind under its name (a second, different one of the same name is refused, and so is a
+    section another stage kind declares differently)."""
     existing = STAGE_KINDS.get(stage.name)
     if existing is not None and existing is not stage:
         raise ValueError(f"stage kind {stage.name!r} is registered twice")
+    for section in stage.sections:
+        other = _sections().get(section.key)
+        if other is not None and other != section:
+            raise ValueError(
+                f"stage kind {stage.name!r} declares the recipe section {section.key!r}, which another stage kind "
+                f"declares with {other.model.__name__} (plugin kind {other.plugin_kind}); share the declaration"
+            )
     STAGE_KINDS[stage.name] = stage
     return stage
+
+
+def _sections() -> dict[str, RecipeSection]:
+    return {section.key: section for stage in STAGE_KINDS.values() for section in stage.sections}
+
+
+def recipe_sections() -> dict[str, RecipeSection]:
+    """Every recipe section a registered stage kind owns, by key (stage kinds may share a section)."""
+    load_targets()
+    return _sections()
+
+
+def plugin_kinds() -> tuple[str, ...]:
+    """Every plugin kind a registered stage kind calls: those of the targets' stages in run order, then the rest."""
+    load_targets()
+    in_targets = [name for target in TARGETS.values() for name in target.stages]
+    stages = [STAGE_KINDS[name] for name in dict.fromkeys([*in_targets, *STAGE_KINDS])]
+    return tuple(dict.fromkeys(kind for stage in stages for kind in stage.all_plugin_kinds()))
 
 
 def register_target(target: Target) -> Target:
@@ -115,10 +143,10 @@ def target_stages(name: str) -> list[StageDef]:
     return [STAGE_KINDS[stage] for stage in get_target(name).stages]
 
 
-def required_sections(name: str, candidates: tuple[str, ...]) -> list[str]:
-    """The ``candidates`` (optional recipe sections) that a stage of the target reads."""
-    read = {key for stage in target_stages(name) for key in stage.config_keys}
-    return [section for section in candidates if section in read]
+def required_sections(name: str) -> list[str]:
+    """The plugin sections the target's stages own: a recipe of this target must have each."""
+    keys = (s.key for stage in target_stages(name) for s in stage.sections if s.plugin_kind is not None)
+    return list(dict.fromkeys(keys))
 
 
 def check_until(target: str, until: str | None) -> None:

@@ -1,24 +1,18 @@
-"""The built-in stage kinds and the ``classifier`` target: generate -> validate -> split -> train -> export ->
-calibrate -> evaluate -> bundle."""
+"""The built-in stage kinds, one module each, and the built-in targets (:mod:`framework.stages.targets`).
+
+Importing the package imports every module in it: a stage module registers its stage kind (with the recipe
+sections it owns and the plugin kinds it calls), so a new built-in stage kind is one new module here plus its
+conf group; the targets module comes last because a target may only name registered stage kinds.
+"""
 
 from __future__ import annotations
 
-from framework.pipeline.runner import StageDef
-from framework.pipeline.targets import DEFAULT_TARGET, Target, register_stage, register_target
-from framework.stages.bundle import BUNDLE
-from framework.stages.calibrate import CALIBRATE
-from framework.stages.evaluate import EVALUATE
-from framework.stages.export import EXPORT
-from framework.stages.generate import GENERATE
-from framework.stages.split import SPLIT
-from framework.stages.train import TRAIN
-from framework.stages.validate import VALIDATE
+import importlib
+import pkgutil
 
-STAGES: list[StageDef] = [
-    register_stage(s) for s in (GENERATE, VALIDATE, SPLIT, TRAIN, EXPORT, CALIBRATE, EVALUATE, BUNDLE)
-]
-"""The classifier target's stages, in run order."""
+TARGETS_MODULE = "targets"
 
-CLASSIFIER = register_target(
-    Target(DEFAULT_TARGET, tuple(stage.name for stage in STAGES), "a sequence classifier shipped as an ONNX bundle")
-)
+for _module in pkgutil.iter_modules(__path__):
+    if not _module.name.startswith("_") and _module.name != TARGETS_MODULE:
+        importlib.import_module(f"{__name__}.{_module.name}")
+importlib.import_module(f"{__name__}.{TARGETS_MODULE}")

@@ -6,12 +6,15 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from pydantic import Field
 
+from framework.config.schema import PluginSection
 from framework.errors import GateFailed, StageError
 from framework.evaluation.calibration import EceNoise, WorstBin, calibration_checks
 from framework.io import atomic_write_json
-from framework.pipeline.facts import CalibrationFacts
-from framework.pipeline.runner import StageDef, StageRun
+from framework.pipeline.facts import CalibrationFacts, CalibrationMetrics
+from framework.pipeline.runner import RecipeSection, StageDef, StageRun
+from framework.pipeline.targets import register_stage
 from framework.plugin_api import CalibrateContext, CalibrationResult
 from framework.runtime.bundle import CalibrationFile
 from framework.runtime.onnx_classifier import OnnxTextClassifier
@@ -19,7 +22,6 @@ from framework.stages.common import (
     bundle_file,
     exported_model_path,
     plugin_result,
-    section,
     split_rows,
     tokenizer_path,
     trained,
@@ -28,6 +30,12 @@ from framework.stages.common import (
 
 CALIBRATION_FILE = "calibration.json"
 LOGIT_CHUNK = 256
+
+
+class CalibrateSection(PluginSection):
+    """The calibrator plugin; ``max_ece`` gates the expected calibration error after calibration (None: no gate)."""
+
+    max_ece: float | None = Field(default=0.05, ge=0, le=1)
 
 
 def exported_model(run: StageRun) -> tuple[OnnxTextClassifier, list[str]]:
@@ -67,9 +75,11 @@ def run_calibrate(run: StageRun) -> CalibrationFacts:
     }
     calibration = bundle_file(CalibrationFile, fitted, f"calibrator {bound.spec.id}").model_dump(mode="json")
     atomic_write_json(run.work_dir / CALIBRATION_FILE, calibration)
-    _ece_gate(result.metrics, section(run.recipe.config.calibrate, "calibrate").max_ece, run.warn)
+    _ece_gate(result.metrics, run.recipe.section("calibrate", CalibrateSection).max_ece, run.warn)
     return CalibrationFacts(
-        calibration={**calibration, **result.metrics, "checks": eval_checks(result.metrics, len(rows))},
+        calibration=CalibrationMetrics.model_validate(
+            {**calibration, **result.metrics, "checks": eval_checks(result.metrics, len(rows))}
+        ),
         plots=[str(p.relative_to(run.work_dir)) for p in result.plots],
         calibration_file=CALIBRATION_FILE,
     )
@@ -128,12 +138,14 @@ def _ece_gate(metrics: dict[str, Any], limit: float | None, warn: Callable[[str]
     )
 
 
-CALIBRATE = StageDef(
-    name="calibrate",
-    upstream=("split", "train", "export"),
-    config_keys=("calibrate", "intents"),
-    run=run_calibrate,
-    facts=CalibrationFacts,
-    version=2,  # 2: calibration checks (ECE against chance, a rising MCE) in the facts
-    plugins=lambda recipe: [recipe.bound("calibrate")],
+CALIBRATE = register_stage(
+    StageDef(
+        name="calibrate",
+        upstream=("split", "train", "export"),
+        config_keys=("intents",),
+        run=run_calibrate,
+        facts=CalibrationFacts,
+        version=2,  # 2: calibration checks (ECE against chance, a rising MCE) in the facts
+        sections=(RecipeSection("calibrate", CalibrateSection, "calibrators"),),
+    )
 )

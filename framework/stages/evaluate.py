@@ -7,14 +7,16 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from framework import __version__
+from framework.config.schema import StrictModel
 from framework.evaluation.calibration import EceNoise, calibration_checks
 from framework.evaluation.metrics import evaluate_rows, plot_confusion_matrix
 from framework.io import atomic_write_json, atomic_write_text, read_json, write_jsonl
 from framework.pipeline.facts import CalibrationFacts, EvaluateFacts
-from framework.pipeline.runner import StageDef, StageRun
+from framework.pipeline.runner import RecipeSection, StageDef, StageRun
+from framework.pipeline.targets import register_stage
 from framework.runtime import Router, write_checksums
 from framework.runtime.bundle import BundleManifest, CalibrationFile, LabelsFile
 from framework.stages.common import (
@@ -30,6 +32,20 @@ from framework.stages.shipped_labels import intent_names, shipped_calibration, s
 
 BUNDLE_DIR = "bundle"
 PLACEHOLDER_CARD = "Bundle evaluated by intentcraft; the bundle stage writes its model card.\n"
+
+
+class EvaluateSettings(StrictModel):
+    """The recipe's ``evaluate`` section: what the evaluate stage reports.
+
+    Attributes:
+        worst_examples: Most confident mistakes kept per evidence part.
+        batch_size: Texts handed to the Router per call (progress steps); results do not depend on it.
+        ece_bins: Equal-width bins of the held-out ECE and MCE of the calibrated confidences.
+    """
+
+    worst_examples: int = Field(default=20, ge=0, le=10_000)
+    batch_size: int = Field(default=64, ge=1, le=4096)
+    ece_bins: int = Field(default=15, ge=2, le=100)
 
 
 def write_bundle(run: StageRun, target: Path) -> Path:
@@ -94,7 +110,8 @@ def run_evaluate(run: StageRun) -> EvaluateFacts:
     router = Router.load(bundle)
     split, rows = _test_rows(run)
     bar = run.progress.task(f"evaluate: {split} split", len(rows))
-    results, step = [], config.evaluate.batch_size
+    settings = run.recipe.section("evaluate", EvaluateSettings)
+    results, step = [], settings.batch_size
     for start in range(0, len(rows), step):
         results += router.predict([row["text"] for row in rows[start : start + step]])
         bar(min(step, len(rows) - start))
@@ -108,8 +125,8 @@ def run_evaluate(run: StageRun) -> EvaluateFacts:
         [r.decision for r in results],
         labels,
         config.fallback_intent,
-        worst_k=config.evaluate.worst_examples,
-        ece_bins=config.evaluate.ece_bins,
+        worst_k=settings.worst_examples,
+        ece_bins=settings.ece_bins,
     )
     add_calibration_checks(evaluation, split)
     matrix = evaluation["all"]["confusion_matrix"]
@@ -132,11 +149,14 @@ def run_evaluate(run: StageRun) -> EvaluateFacts:
     )
 
 
-EVALUATE = StageDef(
-    name="evaluate",
-    upstream=("split", "train", "export", "calibrate"),
-    config_keys=("evaluate", "intents"),
-    run=run_evaluate,
-    facts=EvaluateFacts,
-    version=2,  # 2: calibration checks (held-out ECE against chance) beside each part's calibration
+EVALUATE = register_stage(
+    StageDef(
+        name="evaluate",
+        upstream=("split", "train", "export", "calibrate"),
+        config_keys=("intents",),
+        run=run_evaluate,
+        facts=EvaluateFacts,
+        version=2,  # 2: calibration checks (held-out ECE against chance) beside each part's calibration
+        sections=(RecipeSection("evaluate", EvaluateSettings),),
+    )
 )

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+from pydantic import Field
+
+from framework.config.schema import PluginSection
 from framework.errors import GateFailed
-from framework.pipeline.facts import ExportFacts
-from framework.pipeline.runner import StageDef, StageRun
+from framework.pipeline.facts import ExportFacts, ExportMetrics
+from framework.pipeline.runner import RecipeSection, StageDef, StageRun
+from framework.pipeline.targets import register_stage
 from framework.plugin_api import ExportContext, ExportResult
-from framework.stages.common import plugin_result, section, split_rows, trained, trained_labels
+from framework.stages.common import plugin_result, split_rows, trained, trained_labels
+
+
+class ExportSection(PluginSection):
+    """The exporter plugin; ``max_accuracy_drop`` gates INT8 accuracy against the fp32 model on the eval split."""
+
+    max_accuracy_drop: float = Field(default=0.02, ge=0, le=1)
 
 
 def run_export(run: StageRun) -> ExportFacts:
@@ -24,7 +34,7 @@ def run_export(run: StageRun) -> ExportFacts:
     )
     result = plugin_result(bound, bound.spec.func(bound.params, context), ExportResult)
     drop = result.reference_accuracy - result.exported_accuracy
-    limit = section(run.recipe.config.export, "export").max_accuracy_drop
+    limit = run.recipe.section("export", ExportSection).max_accuracy_drop
     if drop > limit:
         raise GateFailed(
             f"export: the exported model's eval accuracy is {result.exported_accuracy:.4f} against "
@@ -39,14 +49,18 @@ def run_export(run: StageRun) -> ExportFacts:
         "accuracy_drop": drop,
         "max_accuracy_drop": limit,
     }
-    return ExportFacts(export={**accuracy, **result.metrics}, model_file=result.model_path.name)
+    return ExportFacts(
+        export=ExportMetrics.model_validate({**accuracy, **result.metrics}), model_file=result.model_path.name
+    )
 
 
-EXPORT = StageDef(
-    name="export",
-    upstream=("split", "train"),
-    config_keys=("export",),
-    run=run_export,
-    facts=ExportFacts,
-    plugins=lambda recipe: [recipe.bound("export")],
+EXPORT = register_stage(
+    StageDef(
+        name="export",
+        upstream=("split", "train"),
+        config_keys=(),
+        run=run_export,
+        facts=ExportFacts,
+        sections=(RecipeSection("export", ExportSection, "exporters"),),
+    )
 )

@@ -13,6 +13,7 @@ from framework.errors import StageError, UserInputError
 from framework.io import write_jsonl
 from framework.pipeline.facts import GenerateFacts
 from framework.pipeline.runner import StageDef, StageRun, labelled_files
+from framework.pipeline.targets import register_stage
 from framework.plugin_api import GenerateContext, SourceContext
 
 if TYPE_CHECKING:  # framework.config.check imports the targets, which import the stages
@@ -145,12 +146,15 @@ def run_generate(run: StageRun) -> GenerateFacts:
     )
 
 
-GENERATE = StageDef(
-    name="generate",
-    upstream=(),
-    config_keys=("seed", "slots", "intents", "sources", "generate"),
-    facts=GenerateFacts,
-    run=run_generate,
-    plugins=lambda recipe: [*recipe.sources.values(), *recipe.generators.values()],
-    files=source_files,
+GENERATE = register_stage(
+    StageDef(
+        name="generate",
+        upstream=(),
+        config_keys=("seed", "slots", "intents", "sources", "generate"),
+        facts=GenerateFacts,
+        run=run_generate,
+        plugins=lambda recipe: [*recipe.sources.values(), *recipe.generators.values()],
+        files=source_files,
+        plugin_kinds=("sources", "generators", "llm_tasks"),  # LLM tasks: the prompts the llm generator runs
+    )
 )

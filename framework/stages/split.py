@@ -3,19 +3,29 @@
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any
+from typing import Any, Literal
 
+from pydantic import Field
+
+from framework.config.schema import PluginSection
 from framework.data.dedupe import dedupe_rows, find_leaks
 from framework.data.rows import SPLITS
 from framework.data.seeding import derive_seed
 from framework.errors import StageError
 from framework.io import read_jsonl, write_jsonl
 from framework.pipeline.facts import SplitFacts, ValidateFacts
-from framework.pipeline.runner import StageDef, StageRun
+from framework.pipeline.runner import RecipeSection, StageDef, StageRun
+from framework.pipeline.targets import register_stage
 from framework.plugin_api import SplitContext, SplitResult
-from framework.stages.common import plugin_result, section
+from framework.stages.common import plugin_result
 
 MIN_ROWS_PER_INTENT = 3
+
+
+class SplitSection(PluginSection):
+    """Dedupe settings (core) plus the splitter plugin and its params."""
+
+    dedupe: Literal["normalized", "exact", "none"] = Field(default="normalized")
 
 
 def _check_enough_rows(rows: list[dict[str, Any]], intents: list[str]) -> None:
@@ -34,9 +44,9 @@ def run_split(run: StageRun) -> SplitFacts:
     """Produce ``train.jsonl``, ``eval.jsonl``, ``test.jsonl`` and ``dropped.jsonl``."""
     config = run.recipe.config
     rows = read_jsonl(run.path("validate", run.facts("validate", ValidateFacts).accepted_file))
-    kept, dropped = dedupe_rows(rows, section(config.split, "split").dedupe)
+    kept, dropped = dedupe_rows(rows, run.recipe.section("split", SplitSection).dedupe)
     _check_enough_rows(kept, list(config.intents))
-    bound = run.recipe.splitter
+    bound = run.recipe.bound("split")
     context = SplitContext(
         intents=config.intents,
         seed=derive_seed(config.seed, "split"),
@@ -79,11 +89,13 @@ def run_split(run: StageRun) -> SplitFacts:
     return SplitFacts(counts=counts, splitter=result.report, files=files)
 
 
-SPLIT = StageDef(
-    name="split",
-    upstream=("validate",),
-    config_keys=("seed", "split"),
-    run=run_split,
-    facts=SplitFacts,
-    plugins=lambda recipe: [recipe.splitter],
+SPLIT = register_stage(
+    StageDef(
+        name="split",
+        upstream=("validate",),
+        config_keys=("seed",),
+        run=run_split,
+        facts=SplitFacts,
+        sections=(RecipeSection("split", SplitSection, "splitters"),),
+    )
 )

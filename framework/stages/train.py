@@ -5,15 +5,21 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from framework.config.schema import PluginSection
 from framework.data.seeding import derive_seed
 from framework.models import model_files
-from framework.pipeline.facts import TrainFacts
-from framework.pipeline.runner import StageDef, StageRun, labelled_files
+from framework.pipeline.facts import TrainFacts, TrainMetrics
+from framework.pipeline.runner import RecipeSection, StageDef, StageRun, labelled_files
+from framework.pipeline.targets import register_stage
 from framework.plugin_api import TrainContext, TrainResult
 from framework.stages.common import plugin_result, say, split_rows
 
 if TYPE_CHECKING:  # framework.config.check imports the targets, which import the stages
     from framework.config.check import ValidatedRecipe
+
+
+class TrainSection(PluginSection):
+    """The trainer plugin and its hyperparameters."""
 
 
 def run_train(run: StageRun) -> TrainFacts:
@@ -32,7 +38,12 @@ def run_train(run: StageRun) -> TrainFacts:
     output = bound.spec.func(split_rows(run, "train"), split_rows(run, "eval"), bound.params, context)
     result = plugin_result(bound, output, TrainResult)
     max_length = getattr(bound.params, "max_length", 128)
-    return TrainFacts(train=result.metrics, model_dir=result.model_dir.name, max_length=max_length, labels=labels)
+    return TrainFacts(
+        train=TrainMetrics.model_validate(result.metrics),
+        model_dir=result.model_dir.name,
+        max_length=max_length,
+        labels=labels,
+    )
 
 
 def _model_files(recipe: ValidatedRecipe) -> dict[str, Path]:
@@ -40,12 +51,14 @@ def _model_files(recipe: ValidatedRecipe) -> dict[str, Path]:
     return labelled_files("trainer.model", model_files(model)) if isinstance(model, str) else {}
 
 
-TRAIN = StageDef(
-    name="train",
-    upstream=("split",),
-    config_keys=("seed", "trainer"),
-    run=run_train,
-    facts=TrainFacts,
-    plugins=lambda recipe: [recipe.bound("trainer")],
-    files=_model_files,
+TRAIN = register_stage(
+    StageDef(
+        name="train",
+        upstream=("split",),
+        config_keys=("seed",),
+        run=run_train,
+        facts=TrainFacts,
+        files=_model_files,
+        sections=(RecipeSection("trainer", TrainSection, "trainers"),),
+    )
 )

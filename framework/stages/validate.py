@@ -12,6 +12,7 @@ from framework.errors import GateFailed, StageError
 from framework.io import read_jsonl, write_jsonl
 from framework.pipeline.facts import GenerateFacts, ValidateFacts
 from framework.pipeline.runner import StageDef, StageRun
+from framework.pipeline.targets import register_stage
 from framework.plugin_api import Rejection, ValidateContext
 
 ACCEPTED_FILE, REJECTED_FILE = "accepted.jsonl", "rejected.jsonl"
@@ -119,11 +120,14 @@ def _rejection_gate(total: int, rejected: list[dict[str, Any]], limit: float) ->
         )
 
 
-VALIDATE = StageDef(
-    name="validate",
-    upstream=("generate",),
-    config_keys=("seed", "intents", "validate"),
-    facts=ValidateFacts,
-    run=run_validate,
-    plugins=lambda recipe: list(_enabled_layers(recipe).values()),
+VALIDATE = register_stage(
+    StageDef(
+        name="validate",
+        upstream=("generate",),
+        config_keys=("seed", "intents", "validate"),
+        facts=ValidateFacts,
+        run=run_validate,
+        plugins=lambda recipe: list(_enabled_layers(recipe).values()),
+        plugin_kinds=("validators",),
+    )
 )

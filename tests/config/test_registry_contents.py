@@ -13,7 +13,7 @@ import os
 from typing import Any
 
 from framework.pipeline.targets import BUILTIN, STAGE_KINDS, TARGETS, load_targets
-from framework.registry import REGISTRIES
+from framework.registry import registries
 from tests.config.test_golden_errors import GOLDEN, update_golden
 
 SNAPSHOT = GOLDEN / "registry_contents.json"
@@ -31,14 +31,21 @@ def _params(model: Any) -> dict[str, str]:
 
 
 def registry_contents() -> dict[str, Any]:
-    """Built-in plugins by kind (id -> params), stage kinds (upstream, recipe keys, version) and targets."""
+    """Built-in plugins by kind (id -> params), stage kinds (upstream, recipe keys and sections, version, plugin
+    kinds) and targets."""
     load_targets()
     plugins = {
         kind: {spec.id: _params(spec.params) for spec in registry.all() if spec.namespace == "builtin"}
-        for kind, registry in REGISTRIES.items()
+        for kind, registry in registries().items()
     }
     stages = {
-        name: {"upstream": list(stage.upstream), "config_keys": list(stage.config_keys), "version": stage.version}
+        name: {
+            "upstream": list(stage.upstream),
+            "config_keys": list(stage.config_keys),
+            "version": stage.version,
+            "sections": {s.key: {"plugin_kind": s.plugin_kind, "keys": _params(s.model)} for s in stage.sections},
+            "plugin_kinds": list(stage.all_plugin_kinds()),
+        }
         for name, stage in sorted(STAGE_KINDS.items())
         if stage.run.__module__.startswith("framework.")  # built-in, not from an installed package
     }
@@ -56,7 +63,7 @@ def test_registry_contents_match_the_snapshot() -> None:
 
 def test_the_snapshot_names_every_kind_and_the_classifier() -> None:
     contents = registry_contents()
-    assert set(contents["plugins"]) == set(REGISTRIES)
-    assert all(contents["plugins"][kind] for kind in REGISTRIES), "every kind ships at least one built-in plugin"
+    assert set(contents["plugins"]) == set(registries())
+    assert all(contents["plugins"][kind] for kind in registries()), "every kind ships at least one built-in plugin"
     assert contents["targets"]["classifier"][0] == "generate" and contents["targets"]["classifier"][-1] == "bundle"
     assert "builtin.encoder.v1" in contents["plugins"]["trainers"]

@@ -20,9 +20,11 @@ from typing import ClassVar
 import pytest
 
 from framework.pipeline.runner import Pipeline
-from framework.stages import STAGES
+from framework.pipeline.targets import target_stages
 from tests.assets.llm_server import Faults, LLMServer, default_answer
 from tests.conftest import ASSETS, REPO, TINY, llm_base_overrides, load_recipe, run_cli, tiny_model_overrides
+
+STAGES = target_stages("classifier")
 
 LLM_RECIPE = ASSETS / "recipes" / "tiny_llm.yaml"
 LLM_RECORDS = 24  # 3 intents x 40 rows / 5 rows per request

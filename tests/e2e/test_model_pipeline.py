@@ -11,11 +11,13 @@ import pytest
 from framework.errors import GateFailed, RecipeError
 from framework.io import read_json
 from framework.pipeline.runner import Pipeline, State
+from framework.pipeline.targets import target_stages
 from framework.plugin_api import ExportContext, ExportResult
 from framework.registry import PluginParams, exporters, plugin_namespace
 from framework.runtime import BundleError, Router, verify_bundle
-from framework.stages import STAGES
 from tests.conftest import TINY, assert_route_row, load_recipe, run_cli, tiny_model_overrides
+
+STAGES = target_stages("classifier")
 
 
 def build(outputs: Path, tiny_encoder: Path, *extra: str) -> Pipeline:
@@ -147,7 +149,10 @@ def test_summary_card_and_report_show_the_same_headline(built: Pipeline, tmp_pat
     manifests = {plan.stage.name: built.manifest(plan) for plan in plans}
     expected = [(row.metric, row.value) for row in headline(manifests)]
     assert [metric for metric, _ in expected][:2] == ["accuracy (test split, synthetic rows)", "macro-F1"]
-    assert len(expected) >= 8
+    assert len(expected) >= 9
+    part = manifests["evaluate"]["evaluation"]["all"]["routed"]["out_of_scope"]  # tiny's Ambiguous is the fallback
+    oos = f"{100 * part['recall']:.2f}% / {100 * part['precision']:.2f}%"
+    assert ("out-of-scope recall / precision", oos) in expected
 
     console = Console(file=io.StringIO(), width=300, color_system=None)
     console.print(model_table(manifests))
@@ -164,6 +169,9 @@ def test_summary_card_and_report_show_the_same_headline(built: Pipeline, tmp_pat
         "tiny", "tiny.yaml", tmp_path, manifests, {plan.stage.name: plan.directory for plan in plans}
     )
     assert _markdown_rows(markdown(Params(), context).read_text()) == expected
+    shipped = (bundle_dir(built) / "report.md").read_text()  # the bundle's own copy of the report
+    assert _markdown_rows(shipped) == expected and "(report_assets/calibrate-reliability.png)" in shipped
+    assert (bundle_dir(built) / "report_assets" / "calibrate-reliability.png").is_file()
 
 
 def test_tampered_bundle_is_refused(built: Pipeline, tmp_path: Path) -> None:

@@ -8,8 +8,10 @@ from pathlib import Path
 
 from framework.io import read_json
 from framework.pipeline.progress import INTERVAL_ENV
-from framework.stages import STAGES
+from framework.pipeline.targets import target_stages
 from tests.conftest import TINY, run_cli, tiny_model_overrides
+
+STAGES = target_stages("classifier")
 
 STAGE_NAMES = [stage.name for stage in STAGES]
 

@@ -67,7 +67,11 @@ def manifests(synthetic: list[bool]) -> dict[str, dict]:
             warnings=["fitted temperature sits on a bound " + "x" * 200 + " | widen calibrate.bounds"],
         ),
         "evaluate": stage(
-            "evaluate", evaluation=evaluation(synthetic), evaluated_split="test", plots=["confusion_matrix.png"]
+            "evaluate",
+            evaluation=evaluation(synthetic),
+            evaluated_split="test",
+            decisions={"accept": 3, "abstain": 1},
+            plots=["confusion_matrix.png"],
         ),
         "bundle": stage("bundle", bundle_dir="bundle"),
     }

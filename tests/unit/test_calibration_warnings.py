@@ -153,6 +153,9 @@ def test_evaluate_stage_puts_checks_beside_each_parts_held_out_ece() -> None:
     assert "checks" not in evaluation["synthetic"]
 
 
+EXPORTED = {"reference_accuracy": 0.99, "exported_accuracy": 0.99, "accuracy_drop": 0.0}
+
+
 def manifests() -> dict[str, dict]:
     """A run whose eval MCE rose on a one-row bin and whose test ECE is above chance (the default run's numbers)."""
     calibration = {
@@ -169,10 +172,15 @@ def manifests() -> dict[str, dict]:
     evaluation = {"all": part, "real": None, "synthetic": part}
     add_calibration_checks({"all": part}, "test")
     return {
-        "train": {"train": {"model": "tiny", "epochs_run": 2, "best_epoch": 2}, "max_length": 32},
-        "export": {"export": {"reference_accuracy": 0.99, "exported_accuracy": 0.99}},
+        "train": {"train": {"model": "tiny", "epochs_run": 2, "best_epoch": 2}, "model_dir": "model", "max_length": 32},
+        "export": {"export": {**EXPORTED, "max_accuracy_drop": 0.02}, "model_file": "model.onnx"},
         "calibrate": {"calibration": calibration, "plots": []},
-        "evaluate": {"evaluation": evaluation, "evaluated_split": "test", "plots": []},
+        "evaluate": {
+            "evaluation": evaluation,
+            "evaluated_split": "test",
+            "decisions": {"accept": 1000, "abstain": 20},
+            "plots": [],
+        },
     }
 
 

@@ -16,10 +16,11 @@ import pytest
 from framework.io import read_jsonl
 from framework.pipeline.runner import Pipeline, StageDef, StageRun, State, labelled_files
 from framework.pipeline.staleness import explain
+from framework.pipeline.targets import target_stages
 from framework.registry import PluginSpec, plugin_namespace, validators
-from framework.stages import STAGES as ALL_STAGES
 from tests.conftest import REPO, TINY, load_recipe
 
+ALL_STAGES = target_stages("classifier")
 STAGES = ALL_STAGES[:3]  # generate, validate, split: the data stages under test here
 TEMPLATE_EDIT = "intents.FindCallers.templates=['who calls {{ symbol }}','callers of {{ symbol }} please']"
 
@@ -222,8 +223,8 @@ from pathlib import Path
 sys.path.insert(0, {repo!r})
 from tests.conftest import load_recipe, TINY
 from framework.pipeline.runner import Pipeline
-from framework.stages import STAGES
-pipeline = Pipeline(STAGES[:{count}], load_recipe(TINY), Path({out!r}))
+from framework.pipeline.targets import target_stages
+pipeline = Pipeline(target_stages("classifier")[:{count}], load_recipe(TINY), Path({out!r}))
 """
 
 

@@ -20,9 +20,10 @@ from framework.errors import UserInputError
 from framework.llm.journal import Journal
 from framework.pipeline.runner import Pipeline, StagePlan, State
 from framework.pipeline.stage_lock import lock_holder, lock_path, make_staging_dir, remove_stale_staging, stage_lock
-from framework.stages import STAGES as ALL_STAGES
+from framework.pipeline.targets import target_stages
 from tests.conftest import REPO, TINY, load_recipe
 
+ALL_STAGES = target_stages("classifier")
 STAGES = ALL_STAGES[:3]  # generate, validate, split
 
 # A helper process: does one thing with a directory, prints "ready", then waits for a line on stdin.
