@@ -215,10 +215,16 @@ class CalibrationResult:
 
 @dataclass
 class ReportContext:
-    """Inputs of a reporter: every stage's manifest and directory, and the run directory to write into."""
+    """Inputs of a reporter: every stage's manifest and directory, and the directory to write into.
+
+    ``shipped`` is set when the report goes into the bundle: it then leaves out what differs between two
+    builds of the same model (when it was written, how long stages took, the stage manifests), so a rebuild
+    ships the same bytes; the run's own report keeps them.
+    """
 
     recipe_name: str
     recipe_file: str
     run_dir: Path
     manifests: dict[str, dict[str, Any]]
     stage_dirs: dict[str, Path]
+    shipped: bool = False

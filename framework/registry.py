@@ -38,6 +38,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict
 
 from framework.errors import IntentcraftError
+from framework.pipeline.targets import loading
 from framework.pipeline.targets import plugin_kinds as declared_plugin_kinds
 
 ENTRY_POINT_PREFIX = "intentcraft."
@@ -113,7 +114,7 @@ class PluginSpec:
 
 @dataclass
 class Registry:
-    """All plugins of one stage kind."""
+    """All plugins of one plugin kind."""
 
     kind: str
     _specs: dict[str, PluginSpec] = field(default_factory=dict)
@@ -185,8 +186,9 @@ def plugin_kinds() -> tuple[str, ...]:
 
 
 def registry(kind: str) -> Registry:
-    """The registry of one plugin kind a registered stage kind calls."""
-    if kind not in plugin_kinds():
+    """The registry of one plugin kind a registered stage kind calls (while the stage kinds load, of any kind: a
+    package may register its plugins before the stage kind that calls them)."""
+    if not _NAME.match(kind) or (not loading() and kind not in plugin_kinds()):
         raise UnknownPluginKind(kind, plugin_kinds())
     return _REGISTRIES.setdefault(kind, Registry(kind))
 

@@ -185,8 +185,11 @@ def log_summary(pipeline: Pipeline, plans: list[StagePlan], actions: dict[str, s
 
 
 def _report(pipeline: Pipeline, plans: list[StagePlan], run_dir: Path) -> Path | None:
-    """Write the run's report with the recipe's reporter (every run, cached stages included)."""
-    bound = pipeline.recipe.bound("report")
+    """Write the run's report with the recipe's reporter (every run, cached stages included); a recipe whose
+    target reads no ``report`` section and that has none gets no report."""
+    bound = pipeline.recipe.single.get("report")
+    if bound is None:
+        return None
     context = ReportContext(
         recipe_name=pipeline.recipe.name,
         recipe_file=pipeline.recipe.source,

@@ -82,14 +82,15 @@ def recipe_model() -> type[RecipeConfig]:
 @functools.cache
 def _recipe_model(sections: tuple[Any, ...]) -> type[RecipeConfig]:
     fields: dict[str, Any] = {}
-    for section in sections:
-        if section.key in RecipeConfig.model_fields or section.key == "validate":
-            raise ValueError(f"a stage kind declares the recipe section {section.key!r}, a core recipe key; rename it")
+    for section in sections:  # register_stage refused sections under core keys
         if section.plugin_kind is None:
             fields[section.key] = (section.model, Field(default_factory=section.model))
         else:
             fields[section.key] = (section.model | None, None)
-    return create_model("RecipeConfig", __base__=RecipeConfig, __doc__=RecipeConfig.__doc__, **fields)
+    name = f"RecipeConfig_{'_'.join(section.key for section in sections)}"
+    model = create_model(name, __base__=RecipeConfig, __doc__=RecipeConfig.__doc__, __module__=__name__, **fields)
+    globals()[name] = model  # found by name, as pickle looks classes up
+    return model
 
 
 def _plugin_sections(raw: dict[str, Any]) -> Iterator[tuple[str, Any, type[PluginSection], Registry]]:

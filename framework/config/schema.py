@@ -1,8 +1,8 @@
 """Pydantic schema of a composed recipe (the "envelope").
 
-The envelope is strict (unknown keys are errors). Plugin sections (a generator, a validation
-layer, the splitter) keep their plugin-specific keys as extras here; ``framework.config.check``
-validates those against the named plugin's ``Params`` model.
+The envelope is strict (unknown keys are errors). Plugin sections (a source, a generator, a validation
+layer, and the sections stage kinds own, such as the trainer) keep their plugin-specific keys as extras here;
+``framework.config.check`` validates those against the named plugin's ``Params`` model.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from framework.pipeline.targets import DEFAULT_TARGET
-
 NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_-]*$"
+DEFAULT_TARGET = "classifier"
+"""The target a recipe builds when it names none (``framework.pipeline.targets``)."""
 
 
 class StrictModel(BaseModel):

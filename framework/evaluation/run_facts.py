@@ -7,8 +7,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from framework.pipeline.facts import CalibrationFacts, EvaluateFacts, ExportFacts, TrainFacts
-from framework.pipeline.runner import facts_from_manifest
+from framework.pipeline.facts import CalibrationFacts, EvaluateFacts, ExportFacts, TrainFacts, facts_from_manifest
 
 F = TypeVar("F", bound=BaseModel)
 

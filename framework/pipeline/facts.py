@@ -8,11 +8,18 @@ are the names earlier versions wrote, so manifests already in a cache keep readi
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from framework.data.rows import SPLITS
+
+F = TypeVar("F", bound=BaseModel)
+
+
+def facts_from_manifest(manifest: dict[str, Any], model: type[F]) -> F:
+    """A stage's published facts read from its manifest as ``model`` (the manifest's bookkeeping keys left out)."""
+    return model.model_validate({key: manifest[key] for key in model.model_fields if key in manifest})
 
 
 class StageFacts(BaseModel):

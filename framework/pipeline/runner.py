@@ -24,6 +24,7 @@ from pydantic import BaseModel, ValidationError
 from framework import __version__
 from framework.errors import IntentcraftError, StageError, StageStopped, UserInputError
 from framework.io import atomic_write_json, dumps_canonical, publish_dir, read_json, sha256_bytes
+from framework.pipeline.facts import facts_from_manifest as facts_from_manifest  # re-exported
 from framework.pipeline.progress import Progress, say
 from framework.pipeline.stage_lock import lock_holder, make_staging_dir, remove_stale_staging, stage_lock
 from framework.redact import redact
@@ -46,11 +47,6 @@ class State(StrEnum):
 
 
 F = TypeVar("F", bound=BaseModel)
-
-
-def facts_from_manifest(manifest: dict[str, Any], model: type[F]) -> F:
-    """A stage's published facts read from its manifest as ``model`` (the manifest's bookkeeping keys left out)."""
-    return model.model_validate({key: manifest[key] for key in model.model_fields if key in manifest})
 
 
 @dataclass

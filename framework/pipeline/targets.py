@@ -19,12 +19,13 @@ import importlib.metadata
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from framework.config.schema import DEFAULT_TARGET as DEFAULT_TARGET  # re-exported: where targets are looked up
+from framework.config.schema import RecipeConfig
 from framework.errors import IntentcraftError
 
 if TYPE_CHECKING:  # framework.pipeline.runner imports the recipe checks, which import this module
     from framework.pipeline.runner import RecipeSection, StageDef
 
-DEFAULT_TARGET = "classifier"
 ENTRY_POINT_GROUP = "intentcraft.targets"
 
 
@@ -47,6 +48,9 @@ LOAD_ERRORS: list[str] = []
 BUILTIN: set[str] = set()
 """Targets registered by intentcraft itself (the others come from entry points)."""
 _loaded = False
+_loading = False
+CORE_KEYS = frozenset(field.alias or name for name, field in RecipeConfig.model_fields.items())
+"""Top-level recipe keys of the core schema: no stage kind may declare a section under one of them."""
 
 
 def register_stage(stage: StageDef) -> StageDef:
@@ -56,6 +60,10 @@ def register_stage(stage: StageDef) -> StageDef:
     if existing is not None and existing is not stage:
         raise ValueError(f"stage kind {stage.name!r} is registered twice")
     for section in stage.sections:
+        if section.key in CORE_KEYS:
+            raise ValueError(
+                f"stage kind {stage.name!r} declares the recipe section {section.key!r}, a core recipe key; rename it"
+            )
         other = _sections().get(section.key)
         if other is not None and other != section:
             raise ValueError(
@@ -67,7 +75,13 @@ def register_stage(stage: StageDef) -> StageDef:
 
 
 def _sections() -> dict[str, RecipeSection]:
-    return {section.key: section for stage in STAGE_KINDS.values() for section in stage.sections}
+    return {section.key: section for stage in _stage_order() for section in stage.sections}
+
+
+def _stage_order() -> list[StageDef]:
+    """The stage kinds of the targets in run order, then the others (as registered)."""
+    in_targets = [name for target in TARGETS.values() for name in target.stages]
+    return [STAGE_KINDS[name] for name in dict.fromkeys([*in_targets, *STAGE_KINDS])]
 
 
 def recipe_sections() -> dict[str, RecipeSection]:
@@ -79,9 +93,7 @@ def recipe_sections() -> dict[str, RecipeSection]:
 def plugin_kinds() -> tuple[str, ...]:
     """Every plugin kind a registered stage kind calls: those of the targets' stages in run order, then the rest."""
     load_targets()
-    in_targets = [name for target in TARGETS.values() for name in target.stages]
-    stages = [STAGE_KINDS[name] for name in dict.fromkeys([*in_targets, *STAGE_KINDS])]
-    return tuple(dict.fromkeys(kind for stage in stages for kind in stage.all_plugin_kinds()))
+    return tuple(dict.fromkeys(kind for stage in _stage_order() for kind in stage.all_plugin_kinds()))
 
 
 def register_target(target: Target) -> Target:
@@ -104,21 +116,29 @@ def register_target(target: Target) -> Target:
 
 def load_targets(reload: bool = False) -> None:
     """Register the built-in target and stage kinds, then third-party ones from entry points (once)."""
-    global _loaded
-    if _loaded and not reload:
+    global _loaded, _loading
+    if (_loaded and not reload) or _loading:  # loading: a module being imported below asked (it sees what is in)
         return
-    # By name, as the plugin registry loads built-in plugins: the stage modules import this one to register
-    # themselves, so this module never imports them (no import cycle, even a lazy one).
-    importlib.import_module("framework.stages")
-
-    BUILTIN.update(TARGETS)
+    _loading = True
+    try:
+        # By name, as the plugin registry loads built-in plugins: the stage modules import this one to register
+        # themselves, so this module never imports them (no import cycle, even a lazy one).
+        importlib.import_module("framework.stages")
+        BUILTIN.update(TARGETS)
+        for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+            try:
+                ep.load()
+            except Exception as exc:  # a broken third-party package must not break every command
+                dist = ep.dist.name if ep.dist is not None else ep.module
+                LOAD_ERRORS.append(f"entry point {ep.name!r} ({ep.value}) of {dist} failed to load: {exc}")
+    finally:
+        _loading = False
     _loaded = True
-    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-        try:
-            ep.load()
-        except Exception as exc:  # a broken third-party package must not break every command
-            dist = ep.dist.name if ep.dist is not None else ep.module
-            LOAD_ERRORS.append(f"entry point {ep.name!r} ({ep.value}) of {dist} failed to load: {exc}")
+
+
+def loading() -> bool:
+    """True while the stage kinds and targets are being registered."""
+    return _loading
 
 
 def target_names() -> list[str]:

@@ -21,6 +21,7 @@ from framework.runtime.onnx_classifier import OnnxTextClassifier
 from framework.stages.common import (
     bundle_file,
     exported_model_path,
+    plugin_metrics,
     plugin_result,
     split_rows,
     tokenizer_path,
@@ -77,8 +78,10 @@ def run_calibrate(run: StageRun) -> CalibrationFacts:
     atomic_write_json(run.work_dir / CALIBRATION_FILE, calibration)
     _ece_gate(result.metrics, run.recipe.section("calibrate", CalibrateSection).max_ece, run.warn)
     return CalibrationFacts(
-        calibration=CalibrationMetrics.model_validate(
-            {**calibration, **result.metrics, "checks": eval_checks(result.metrics, len(rows))}
+        calibration=plugin_metrics(
+            bound,
+            CalibrationMetrics,
+            {**calibration, **result.metrics, "checks": eval_checks(result.metrics, len(rows))},
         ),
         plots=[str(p.relative_to(run.work_dir)) for p in result.plots],
         calibration_file=CALIBRATION_FILE,

@@ -17,7 +17,6 @@ if TYPE_CHECKING:  # framework.config.check imports the targets, which import th
     from framework.config.check import BoundPlugin
 
 R = TypeVar("R")
-S = TypeVar("S")
 LEGACY_RUNTIME_FILE = "runtime.json"
 """Where train stages before the labels were published kept them; read only for such cached outputs."""
 
@@ -79,14 +78,21 @@ def plugin_result(bound: BoundPlugin, result: object, kind: type[R]) -> R:
     return result
 
 
-def section(value: S | None, key: str) -> S:
-    """A recipe section the stage needs; the recipe checks require it for every target whose stages read it."""
-    if value is None:
-        raise StageError(f"the recipe has no {key} section, which this stage needs; add it (see conf/{key}/)")
-    return value
-
-
 M = TypeVar("M", bound=BaseModel)
+
+
+def plugin_metrics(bound: BoundPlugin, model: type[M], data: dict[str, Any]) -> M:
+    """A plugin's metrics as the stage publishes them (``model``), or a ``StageError`` naming the plugin and the
+    first bad figure (a figure of the wrong type is a bug in the plugin)."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "<metrics>"
+        raise StageError(
+            f"plugin {bound.spec.id} reported metrics that are not {model.__name__}: {where}: {first['msg']} "
+            f"(got {str(first.get('input'))[:80]!r}) (plugin bug)"
+        ) from None
 
 
 def bundle_file(model: type[M], data: dict[str, Any], source: str) -> M:

@@ -10,7 +10,7 @@ from framework.pipeline.facts import ExportFacts, ExportMetrics
 from framework.pipeline.runner import RecipeSection, StageDef, StageRun
 from framework.pipeline.targets import register_stage
 from framework.plugin_api import ExportContext, ExportResult
-from framework.stages.common import plugin_result, split_rows, trained, trained_labels
+from framework.stages.common import plugin_metrics, plugin_result, split_rows, trained, trained_labels
 
 
 class ExportSection(PluginSection):
@@ -50,7 +50,7 @@ def run_export(run: StageRun) -> ExportFacts:
         "max_accuracy_drop": limit,
     }
     return ExportFacts(
-        export=ExportMetrics.model_validate({**accuracy, **result.metrics}), model_file=result.model_path.name
+        export=plugin_metrics(bound, ExportMetrics, {**accuracy, **result.metrics}), model_file=result.model_path.name
     )
 
 

@@ -12,7 +12,7 @@ from framework.pipeline.facts import TrainFacts, TrainMetrics
 from framework.pipeline.runner import RecipeSection, StageDef, StageRun, labelled_files
 from framework.pipeline.targets import register_stage
 from framework.plugin_api import TrainContext, TrainResult
-from framework.stages.common import plugin_result, say, split_rows
+from framework.stages.common import plugin_metrics, plugin_result, say, split_rows
 
 if TYPE_CHECKING:  # framework.config.check imports the targets, which import the stages
     from framework.config.check import ValidatedRecipe
@@ -39,7 +39,7 @@ def run_train(run: StageRun) -> TrainFacts:
     result = plugin_result(bound, output, TrainResult)
     max_length = getattr(bound.params, "max_length", 128)
     return TrainFacts(
-        train=TrainMetrics.model_validate(result.metrics),
+        train=plugin_metrics(bound, TrainMetrics, result.metrics),
         model_dir=result.model_dir.name,
         max_length=max_length,
         labels=labels,

@@ -26,6 +26,8 @@ MAX_CELL_CHARS = 160
 GENERATE, VALIDATE, SPLIT = "generate", "validate", "split"
 TRAIN, EXPORT, CALIBRATE, EVALUATE, BUNDLE = "train", "export", "calibrate", "evaluate", "bundle"
 SECTION_KEYS = {TRAIN: "train", EXPORT: "export", CALIBRATE: "calibration", EVALUATE: "evaluation"}
+TIMING_KEYS = frozenset({"seconds", "seconds_per_epoch", "examples_per_second", "threads"})
+"""Figures of how a build ran rather than of what it built: left out of the bundle's copy of the report."""
 
 
 class Cell(str):
@@ -90,8 +92,10 @@ class Report:
         return manifest if isinstance(manifest, dict) else None
 
     def section(self, stage: str) -> dict[str, Any]:
-        """The stage's own facts (e.g. ``manifest["calibration"]``); empty when absent."""
-        return as_dict((self.manifest(stage) or {}).get(SECTION_KEYS.get(stage, stage)))
+        """The stage's own facts (e.g. ``manifest["calibration"]``); empty when absent, timings left out when
+        the report ships in the bundle."""
+        facts = as_dict((self.manifest(stage) or {}).get(SECTION_KEYS.get(stage, stage)))
+        return {k: v for k, v in facts.items() if k not in TIMING_KEYS} if self.ctx.shipped else facts
 
     def table(self, headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
         """``table`` with this report's row limit."""
@@ -132,7 +136,7 @@ def summary(report: Report) -> list[str]:
     rows: list[tuple[str, Any]] = [
         ("recipe", ctx.recipe_name),
         ("recipe file", Cell(f"`{fmt(ctx.recipe_file)}`")),
-        ("report written", time.strftime("%Y-%m-%d %H:%M:%S %z")),
+        *([] if ctx.shipped else [("report written", time.strftime("%Y-%m-%d %H:%M:%S %z"))]),
         ("stages", ", ".join(ctx.manifests) or "none"),
     ]
     bundle_dir = as_dict(report.manifest(BUNDLE)).get("bundle_dir")
@@ -227,7 +231,8 @@ def training(report: Report) -> list[str]:
     history = [entry for entry in facts.get("history") or [] if isinstance(entry, dict)]
     if history:
         preferred = ["epoch", "loss", "eval_accuracy", "seconds", *(key for entry in history for key in entry)]
-        columns = [key for key in dict.fromkeys(preferred) if any(key in entry for entry in history)]
+        shown = [key for key in preferred if not (report.ctx.shipped and key in TIMING_KEYS)]
+        columns = [key for key in dict.fromkeys(shown) if any(key in entry for entry in history)]
         lines += ["### History", "", *report.table(columns, [[e.get(c) for c in columns] for e in history])]
     return lines + report.plots(TRAIN)
 

@@ -146,15 +146,18 @@ SECTIONS: list[Callable[[Report], list[str]]] = [summary, data, training, export
 
 @reporters.register("markdown", params=Params)
 def markdown(params: Params, ctx: ReportContext) -> Path:
-    """Write ``report.md`` and ``report_assets/`` into the run directory; returns the report's path.
+    """Write ``report.md`` and ``report_assets/`` into ``ctx.run_dir`` (the run record, or the bundle); returns
+    the report's path.
 
-    Sections: summary, data, training, export, calibration, evaluation and (``include_manifests``) the
-    stage manifests, each only when its stage is in ``ctx.manifests``.
+    Sections: summary, data, training, export, calibration, evaluation and (``include_manifests``, not in the
+    bundle's copy) the stage manifests, each only when its stage is in ``ctx.manifests``.
     """
     report = Report(ctx, params.max_table_rows)
     lines = [f"# {params.title or f'intentcraft report: {ctx.recipe_name}'}", ""]
-    for section in [*SECTIONS, *([manifests] if params.include_manifests else [])]:
+    for section in [*SECTIONS, *([manifests] if params.include_manifests and not ctx.shipped else [])]:
         lines += section(report)
+    if ctx.shipped:
+        lines += ["_Stage timings and manifests are in the report of the run that built this bundle._", ""]
     path = Path(ctx.run_dir) / "report.md"
     atomic_write_text(path, "\n".join(lines).rstrip() + "\n")
     return path

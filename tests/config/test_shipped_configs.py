@@ -11,6 +11,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from framework.config.compose import available_recipes
+from framework.stages.calibrate import CalibrateSection
+from framework.stages.export import ExportSection
 from tests.conftest import ASSETS, REPO, load_recipe
 
 SHIPPED = sorted((REPO / "recipes").glob("*.yaml"))
@@ -100,12 +102,13 @@ def test_debug_config_shrinks_the_run() -> None:
     full = load_recipe(REPO / "recipes" / "code_search.yaml")
     debug = load_recipe(REPO / "recipes" / "code_search.yaml", "+debug=default")
     assert debug.config.generate.samples_per_intent < full.config.generate.samples_per_intent
-    notice, trainer = debug.config.notice, debug.config.trainer.plugin_params()
+    notice, trainer = debug.config.notice, debug.bound("trainer").section.plugin_params()
     assert full.config.notice == ""
     assert notice.startswith(f"debug run (+debug=default): {debug.config.generate.samples_per_intent} rows per intent")
     said = re.search(r"(\d+) epochs at lr ([0-9.e-]+)", notice)
     assert said and (int(said[1]), float(said[2])) == (trainer["epochs"], trainer["lr"]) and "gates off" in notice
-    assert debug.config.export.max_accuracy_drop == 1.0 and debug.config.calibrate.max_ece is None
+    assert debug.section("export", ExportSection).max_accuracy_drop == 1.0
+    assert debug.section("calibrate", CalibrateSection).max_ece is None
 
 
 def test_recipe_names_listed() -> None:

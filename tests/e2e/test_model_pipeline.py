@@ -171,6 +171,7 @@ def test_summary_card_and_report_show_the_same_headline(built: Pipeline, tmp_pat
     assert _markdown_rows(markdown(Params(), context).read_text()) == expected
     shipped = (bundle_dir(built) / "report.md").read_text()  # the bundle's own copy of the report
     assert _markdown_rows(shipped) == expected and "(report_assets/calibrate-reliability.png)" in shipped
+    assert "report written" not in shipped and "## Stage manifests" not in shipped  # a rebuild ships the same
     assert (bundle_dir(built) / "report_assets" / "calibrate-reliability.png").is_file()
 
 

@@ -114,7 +114,8 @@ def test_a_toy_target_from_an_entry_point_runs_from_a_recipe(tmp_path: Path) -> 
     recipe = tmp_path / "toy.yaml"
     recipe.write_text("defaults: [tiny, _self_]\ntarget: toy\ncount: {plugin: by_field, top: 2}\n")
     bare = tmp_path / "bare_toy.yaml"  # without the sections only the classifier's stages read
-    sections = ", ".join(f"override /{group}: null" for group in ("split", "trainer", "export", "calibrate"))
+    groups = ("split", "trainer", "export", "calibrate", "report")
+    sections = ", ".join(f"override /{group}: null" for group in groups)
     bare.write_text(f"defaults: [tiny, {sections}, _self_]\ntarget: toy\ncount: {{plugin: by_field}}\n")
     for path in (recipe, bare, TINY):  # the classifier needs no count section, the entry point installed or not
         checked = run_cli("validate", f"recipe={path}", cwd=tmp_path, env=env)
@@ -157,3 +158,10 @@ def test_a_toy_target_from_an_entry_point_runs_from_a_recipe(tmp_path: Path) -> 
     assert json.loads(counts.read_text()) == {"Ambiguous": 40, "FindCallers": 40}  # top 2: ties by name
     current = run_cli("status", f"recipe={recipe}", cwd=tmp_path, env=env)
     assert [line.split()[1] for line in current.stdout.splitlines() if "CURRENT" in line] == ["generate", "count"]
+    runs = tmp_path / "outputs" / "runs" / "tiny"
+    assert len(list(runs.glob("*/report.md"))) == 2  # the recipe with a report section gets a report per run
+
+    without_report = run_cli("run", f"recipe={bare}", cwd=tmp_path, env=env)  # no stage reads one, none asked
+    assert without_report.returncode == 0, without_report.stdout + without_report.stderr
+    assert "count: ran" in without_report.stdout and "report:" not in without_report.stdout
+    assert len(list(runs.glob("*/report.md"))) == 2 and len(list(runs.glob("*/run.json"))) == 3

@@ -224,6 +224,22 @@ def test_long_tables_are_cut(tmp_path: Path) -> None:
     assert "| I2 |" in text and "| I3 |" not in text
 
 
+def test_the_bundles_copy_leaves_out_what_differs_between_builds(tmp_path: Path) -> None:
+    facts = manifests([True] * 4)
+    facts["train"]["train"].update(seconds_per_epoch=3.0, threads=2)
+    facts["export"]["export"]["seconds"] = 13.7
+    full = report_text(tmp_path / "run", facts)
+    ctx = make_ctx(tmp_path / "bundle", facts)
+    ctx.shipped = True
+    shipped = markdown(Params(), ctx).read_text(encoding="utf-8")
+    assert "report written" in full and "## Stage manifests" in full and "seconds_per_epoch" in full
+    assert "report written" not in shipped and "## Stage manifests" not in shipped
+    for timing in ("seconds_per_epoch", "`threads`", "`seconds`", "| seconds |"):
+        assert timing not in shipped, timing
+    assert "in the report of the run that built this bundle" in shipped
+    assert "| epoch | loss |" in shipped and "## Export" in shipped  # the rest stays
+
+
 def test_registered_with_strict_params() -> None:
     assert reporters.resolve("markdown").func is markdown
     assert reporters.resolve("builtin.markdown.v1").params is Params

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 
+import pytest
+
 from framework.evaluation.headline import headline
 from framework.evaluation.run_facts import RunFacts
 from tests.unit.test_calibration_warnings import manifests
@@ -52,3 +54,16 @@ def test_every_figure_comes_through_typed() -> None:
     with_size = copy.deepcopy(facts)
     with_size["export"]["export"]["sizes_bytes"] = {"model.onnx": 22_991_415}
     assert _rows(with_size)["model file"] == "23.0 MB"
+
+
+def test_metrics_of_the_wrong_type_name_the_plugin() -> None:
+    from types import SimpleNamespace
+
+    from framework.errors import StageError
+    from framework.pipeline.facts import TrainMetrics
+    from framework.stages.common import plugin_metrics
+
+    bound = SimpleNamespace(spec=SimpleNamespace(id="acme.trainer.v1"))
+    assert plugin_metrics(bound, TrainMetrics, {"epochs_run": 3, "extra": [1]}).epochs_run == 3  # type: ignore[arg-type]
+    with pytest.raises(StageError, match=r"plugin acme.trainer.v1 reported metrics that are not TrainMetrics: "):
+        plugin_metrics(bound, TrainMetrics, {"epochs_run": "many"})  # type: ignore[arg-type]
