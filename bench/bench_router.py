@@ -33,6 +33,7 @@ from framework.io import read_json, read_jsonl
 from framework.pipeline.runner import Pipeline
 from framework.pipeline.targets import target_stages
 from framework.plugins.calibrators.temperature import calibration_errors, fit_temperature, softmax
+from framework.plugins.trainers._pooled import load_classifier
 from framework.runtime import Router
 from framework.runtime.onnx_classifier import OnnxTextClassifier
 from framework.stages.common import read_train_facts
@@ -86,13 +87,11 @@ def ece_diagnostics(logits: np.ndarray, labels: np.ndarray, temperature: float) 
 
 def torch_model(train_dir: Path) -> tuple[Any, Any]:
     import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoTokenizer
 
     torch.set_num_threads(os.cpu_count() or 1)
     model_dir = train_dir / "model"
-    return AutoTokenizer.from_pretrained(model_dir), AutoModelForSequenceClassification.from_pretrained(
-        model_dir
-    ).eval()
+    return AutoTokenizer.from_pretrained(model_dir), load_classifier(model_dir).eval()
 
 
 def plain_loop_epoch(
@@ -109,11 +108,11 @@ def plain_loop_epoch(
     torch's default AdamW. ``clip`` adds gradient clipping at that norm and ``fused`` the single-kernel AdamW,
     as transformers.Trainer does by default (and intentcraft's loop too)."""
     import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
+    from transformers import AutoTokenizer, DataCollatorWithPadding
 
     model_dir = train_dir / "model"
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForSequenceClassification.from_pretrained(model_dir).train()
+    model = load_classifier(model_dir).train()
     collator = DataCollatorWithPadding(tokenizer)
     index = {label: i for i, label in enumerate(labels)}
     features = [

@@ -22,6 +22,7 @@ from pydantic import Field
 from framework.errors import StageError
 from framework.models import quiet_transformers
 from framework.plugin_api import ExportContext, ExportResult
+from framework.plugins.trainers._pooled import load_classifier
 from framework.registry import PluginParams, exporters
 from framework.runtime.bundle import MODEL_INPUTS, OPTIONAL_INPUTS
 from framework.runtime.onnx_classifier import OnnxTextClassifier
@@ -54,12 +55,12 @@ class OnnxParams(PluginParams):
 
 
 def _load_reference(model_dir: Path) -> tuple[Any, Any]:
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoTokenizer
 
     quiet_transformers()
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     # Eager attention exports the pattern onnxruntime fuses into its Attention kernel.
-    model = AutoModelForSequenceClassification.from_pretrained(model_dir, attn_implementation="eager").eval()
+    model = load_classifier(model_dir, attn_implementation="eager").eval()
     return tokenizer, model
 
 

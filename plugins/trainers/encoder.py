@@ -9,6 +9,7 @@ import random
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -19,6 +20,7 @@ from framework.io import atomic_write_json
 from framework.models import MINILM, hub_error, quiet_transformers, resolve_model
 from framework.plugin_api import TrainContext, TrainResult
 from framework.plugins.trainers._batching import Encoded, collate, encode, length_grouped_batches, sequential_batches
+from framework.plugins.trainers._pooled import PooledClassifier, checkpoint_pooling, init_head_from_class_means
 from framework.registry import PluginParams, trainers
 
 
@@ -43,6 +45,13 @@ class EncoderParams(PluginParams):
             slowly; turn it on for long, varied real texts.
         max_grad_norm: Gradient clipping norm (None: no clipping).
         threads: CPU threads for torch (None: every core).
+        pooling: What the head reads. ``mean``: the mean of the token states, as sentence-transformers
+            checkpoints (all-MiniLM-L6-v2) were trained; ``cls_head``: Hugging Face's sequence-classification
+            head on the ``[CLS]`` pooler; ``auto``: ``mean`` where the checkpoint's ``modules.json`` declares
+            mean pooling, else ``cls_head``.
+        head_init: With mean pooling, ``class_means`` starts the head as the Gaussian classifier of the frozen
+            embeddings (one pass over the train split); ``random`` as Hugging Face initialises heads.
+        head_lr: Peak learning rate of the head (None: ``lr``).
     """
 
     model: str = MINILM
@@ -59,6 +68,9 @@ class EncoderParams(PluginParams):
     group_by_length: bool = False
     max_grad_norm: float | None = Field(default=1.0, gt=0)
     threads: int | None = Field(default=None, ge=1)
+    pooling: Literal["auto", "mean", "cls_head"] = "auto"
+    head_init: Literal["class_means", "random"] = "class_means"
+    head_lr: float | None = Field(default=None, gt=0, le=1)
 
 
 def _device_and_precision(params: EncoderParams, warn: Any) -> tuple[torch.device, torch.dtype | None]:
@@ -77,25 +89,43 @@ def _device_and_precision(params: EncoderParams, warn: Any) -> tuple[torch.devic
     return device, torch.bfloat16 if params.precision == "bf16" else torch.float16
 
 
-def _load(params: EncoderParams, labels: list[str]) -> tuple[Any, Any, str]:
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+def pooling_of(params: EncoderParams, source: str, is_local: bool) -> str:
+    """``mean`` or ``cls_head``: ``params.pooling``, with ``auto`` resolved from the checkpoint's own pooling."""
+    if params.pooling != "auto":
+        return params.pooling
+    if is_local:
+        declared = checkpoint_pooling(Path(source))
+    else:  # a hub id: its modules.json, if it has one, from the local cache or the hub
+        from transformers.utils import cached_file
+
+        path = cached_file(source, "modules.json", _raise_exceptions_for_missing_entries=False)
+        declared = checkpoint_pooling(Path(path).parent) if path else None
+    return "mean" if declared == "mean" else "cls_head"
+
+
+def _load(params: EncoderParams, labels: list[str]) -> tuple[Any, Any, str, str]:
+    from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 
     resolved = resolve_model(params.model)
     quiet_transformers()  # "newly initialised classifier" is expected here
     try:
+        pooling = pooling_of(params, resolved.source, resolved.is_local)
         tokenizer = AutoTokenizer.from_pretrained(resolved.source)
-        model = AutoModelForSequenceClassification.from_pretrained(
-            resolved.source,
-            num_labels=len(labels),
-            id2label=dict(enumerate(labels)),
-            label2id={label: i for i, label in enumerate(labels)},
-            ignore_mismatched_sizes=True,
-        )
+        if pooling == "mean":
+            model = PooledClassifier(AutoModel.from_pretrained(resolved.source), labels)
+        else:
+            model = AutoModelForSequenceClassification.from_pretrained(
+                resolved.source,
+                num_labels=len(labels),
+                id2label=dict(enumerate(labels)),
+                label2id={label: i for i, label in enumerate(labels)},
+                ignore_mismatched_sizes=True,
+            )
     except OSError as exc:
         if resolved.is_local:
             raise StageError(f"trainer.model={params.model}: cannot load {resolved.source}: {exc}") from exc
         raise hub_error(params.model, exc) from exc
-    return tokenizer, model, resolved.origin
+    return tokenizer, model, resolved.origin, pooling
 
 
 # torch's single-kernel AdamW, as transformers.Trainer uses by default; the per-tensor loop torch otherwise picks on
@@ -106,10 +136,19 @@ _FUSED_ADAMW_DEVICES = ("cpu", "cuda")
 def _optimizer(model: torch.nn.Module, params: EncoderParams, steps: int) -> tuple[Any, Any]:
     from transformers import get_linear_schedule_with_warmup
 
-    decay, no_decay = [], []
+    decay, no_decay, head, head_bias = [], [], [], []
     for name, weight in model.named_parameters():
-        (no_decay if name.endswith("bias") or "LayerNorm" in name or "norm" in name.lower() else decay).append(weight)
+        plain = name.endswith("bias") or "LayerNorm" in name or "norm" in name.lower()
+        if params.head_lr is not None and name.startswith("classifier."):
+            (head_bias if plain else head).append(weight)
+        else:
+            (no_decay if plain else decay).append(weight)
     groups = [{"params": decay, "weight_decay": params.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if params.head_lr is not None:  # the head's own rate (its own groups only then: the default keeps two groups)
+        groups += [
+            {"params": head, "weight_decay": params.weight_decay, "lr": params.head_lr},
+            {"params": head_bias, "weight_decay": 0.0, "lr": params.head_lr},
+        ]
     fused = next(model.parameters()).device.type in _FUSED_ADAMW_DEVICES
     optimizer = torch.optim.AdamW(groups, lr=params.lr, fused=fused)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(steps * params.warmup_ratio), steps)
@@ -153,6 +192,7 @@ class _Session:
     model: Any
     tokenizer: Any
     origin: str
+    pooling: str
     device: torch.device
     dtype: torch.dtype | None
     train: Encoded
@@ -173,14 +213,37 @@ def _prepare(
     device, dtype = _device_and_precision(params, ctx.warn)
     if device.type == "cpu":
         torch.use_deterministic_algorithms(True, warn_only=True)
-    tokenizer, model, origin = _load(params, ctx.labels)
+    tokenizer, model, origin, pooling = _load(params, ctx.labels)
     model.to(device)
     train = encode(tokenizer, [r["text"] for r in train_rows], _labels_of(train_rows, ctx.labels), params.max_length)
     evals = encode(tokenizer, [r["text"] for r in eval_rows], _labels_of(eval_rows, ctx.labels), params.max_length)
     if not len(evals):
         ctx.warn("the eval split is empty: no early stopping, the last epoch is kept")
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
-    return _Session(params, model, tokenizer, origin, device, dtype, train, evals, random.Random(seed), scaler)
+    session = _Session(
+        params, model, tokenizer, origin, pooling, device, dtype, train, evals, random.Random(seed), scaler
+    )
+    if isinstance(model, PooledClassifier) and params.head_init == "class_means":
+        _init_head(session, ctx)
+    return session
+
+
+@torch.no_grad()
+def _init_head(session: _Session, ctx: TrainContext) -> None:
+    """Start the head from the frozen embeddings' class means (one pass over the train split)."""
+    model, data = session.model, session.train
+    model.eval()
+    batches = list(sequential_batches(data, 128))
+    bar = ctx.task("train: head from class means", len(batches), unit="batches")
+    pooled, label_ids = [], []
+    for _, batch in _batches(data, batches, session.pad_id, session.device):
+        with _autocast(session.device, session.dtype):
+            pooled.append(
+                model.pooled(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids")).float()
+            )
+        label_ids.append(batch["labels"])
+        bar(1)
+    init_head_from_class_means(model, torch.cat(pooled), torch.cat(label_ids))
 
 
 def _train_epoch(session: _Session, optimizer: Any, scheduler: Any, bar: Any) -> float:
@@ -265,6 +328,8 @@ def encoder(train_rows: list[dict], eval_rows: list[dict], params: EncoderParams
     metrics = {
         "model": params.model,
         "model_origin": session.origin,
+        "pooling": session.pooling,
+        "head_init": params.head_init if session.pooling == "mean" else "random",
         "device": session.device.type,
         "precision": str(session.dtype or "fp32"),
         "threads": torch.get_num_threads(),
