@@ -84,25 +84,24 @@ M = TypeVar("M", bound=BaseModel)
 def plugin_metrics(bound: BoundPlugin, model: type[M], data: dict[str, Any]) -> M:
     """A plugin's metrics as the stage publishes them (``model``), or a ``StageError`` naming the plugin and the
     first bad figure (a figure of the wrong type is a bug in the plugin)."""
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(part) for part in first["loc"]) or "<metrics>"
-        raise StageError(
-            f"plugin {bound.spec.id} reported metrics that are not {model.__name__}: {where}: {first['msg']} "
-            f"(got {str(first.get('input'))[:80]!r}) (plugin bug)"
-        ) from None
+    return _validated(
+        model, data, f"plugin {bound.spec.id} reported metrics that are not {model.__name__}", " (plugin bug)"
+    )
 
 
 def bundle_file(model: type[M], data: dict[str, Any], source: str) -> M:
     """``data`` as one of the bundle's file models, or a ``StageError`` naming ``source`` and the bad field."""
+    problem = f"{source} gave a {model.__name__} the bundle cannot ship"
+    return _validated(model, data, problem, "; the bundle would not load, so the run stops here")
+
+
+def _validated(model: type[M], data: dict[str, Any], problem: str, consequence: str) -> M:
+    """``data`` as ``model``, or a ``StageError``: the problem, the first bad field and its value, then
+    ``consequence`` (with its own leading separator)."""
     try:
         return model.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"]) or "<document>"
-        raise StageError(
-            f"{source} gave a {model.__name__} the bundle cannot ship: {where}: {first['msg']} "
-            f"(got {str(first.get('input'))[:80]!r}); the bundle would not load, so the run stops here"
-        ) from None
+        got = str(first.get("input"))[:80]
+        raise StageError(f"{problem}: {where}: {first['msg']} (got {got!r}){consequence}") from None
