@@ -149,7 +149,15 @@ def torch_logits(model: Any, tokenizer: Any, texts: list[str], max_length: int, 
             texts[start : start + batch_size], truncation=True, max_length=max_length, padding=True, return_tensors="pt"
         )
         out.append(model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.numpy())
-    return np.concatenate(out) if out else np.zeros((0, model.config.num_labels), dtype=np.float32)
+    return np.concatenate(out) if out else np.zeros((0, num_labels(model)), dtype=np.float32)
+
+
+def num_labels(model: Any) -> int:
+    """Classes of a trained classifier: its head's outputs (a pooled classifier's config is its encoder's)."""
+    head = getattr(model, "classifier", None)
+    if isinstance(head, torch.nn.Linear):
+        return head.out_features
+    return int(model.config.num_labels)
 
 
 PHASES = 6  # steps of the export's progress bar: load, graph, fusions, parity, quantization, accuracy

@@ -132,3 +132,6 @@ def init_head_from_class_means(model: PooledClassifier, embeddings: torch.Tensor
     model.classifier.weight.copy_(weight * scale)
     # on the raw embedding x: w . (x - centre) + b = w . x + (b - w . centre)
     model.classifier.bias.copy_(bias * scale - model.classifier.weight @ centre)
+    if not all(present):  # a class without train rows would sit at the centre and win there: push it below the rest
+        absent = torch.tensor([not p for p in present], device=model.classifier.bias.device)
+        model.classifier.bias[absent] = model.classifier.bias[~absent].min() - 10.0

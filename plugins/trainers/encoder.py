@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 import os
 import random
 import time
@@ -89,27 +90,50 @@ def _device_and_precision(params: EncoderParams, warn: Any) -> tuple[torch.devic
     return device, torch.bfloat16 if params.precision == "bf16" else torch.float16
 
 
-def pooling_of(params: EncoderParams, source: str, is_local: bool) -> str:
+def pooling_of(params: EncoderParams, source: str, is_local: bool, warn: Any = None) -> str:
     """``mean`` or ``cls_head``: ``params.pooling``, with ``auto`` resolved from the checkpoint's own pooling."""
     if params.pooling != "auto":
         return params.pooling
-    if is_local:
-        declared = checkpoint_pooling(Path(source))
-    else:  # a hub id: its modules.json, if it has one, from the local cache or the hub
-        from transformers.utils import cached_file
-
-        path = cached_file(source, "modules.json", _raise_exceptions_for_missing_entries=False)
-        declared = checkpoint_pooling(Path(path).parent) if path else None
+    declared = checkpoint_pooling(Path(source)) if is_local else _hub_pooling(source)
+    if declared is None and not is_local and warn is not None:
+        warn(
+            f"trainer.pooling=auto: no sentence-transformers pooling config found for {source} (neither in the "
+            "cache nor on the hub), so the [CLS] head is used; set trainer.pooling=mean or cls_head to choose"
+        )
     return "mean" if declared == "mean" else "cls_head"
 
 
-def _load(params: EncoderParams, labels: list[str]) -> tuple[Any, Any, str, str]:
+def _hub_pooling(source: str) -> str | None:
+    """The pooling a hub checkpoint declares: its ``modules.json`` and its Pooling module's ``config.json``, each
+    from the local cache or the hub (None when either is missing or unreachable)."""
+    from transformers.utils import cached_file
+
+    def fetch(name: str) -> str | None:
+        try:
+            return cached_file(source, name, _raise_exceptions_for_missing_entries=False)
+        except OSError:
+            return None
+
+    modules = fetch("modules.json")
+    if modules is None:
+        return None
+    try:
+        entries = json.loads(Path(modules).read_text(encoding="utf-8"))
+        folder = next(str(e.get("path", "")) for e in entries if str(e.get("type", "")).endswith(".Pooling"))
+    except (OSError, ValueError, StopIteration, AttributeError, TypeError):
+        return None
+    if fetch(f"{folder}/config.json" if folder else "config.json") is None:
+        return None
+    return checkpoint_pooling(Path(modules).parent)
+
+
+def _load(params: EncoderParams, labels: list[str], warn: Any = None) -> tuple[Any, Any, str, str]:
     from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 
     resolved = resolve_model(params.model)
     quiet_transformers()  # "newly initialised classifier" is expected here
     try:
-        pooling = pooling_of(params, resolved.source, resolved.is_local)
+        pooling = pooling_of(params, resolved.source, resolved.is_local, warn)
         tokenizer = AutoTokenizer.from_pretrained(resolved.source)
         if pooling == "mean":
             model = PooledClassifier(AutoModel.from_pretrained(resolved.source), labels)
@@ -213,7 +237,7 @@ def _prepare(
     device, dtype = _device_and_precision(params, ctx.warn)
     if device.type == "cpu":
         torch.use_deterministic_algorithms(True, warn_only=True)
-    tokenizer, model, origin, pooling = _load(params, ctx.labels)
+    tokenizer, model, origin, pooling = _load(params, ctx.labels, ctx.warn)
     model.to(device)
     train = encode(tokenizer, [r["text"] for r in train_rows], _labels_of(train_rows, ctx.labels), params.max_length)
     evals = encode(tokenizer, [r["text"] for r in eval_rows], _labels_of(eval_rows, ctx.labels), params.max_length)
