@@ -39,7 +39,7 @@ from pydantic import BaseModel, ConfigDict
 
 from framework.errors import IntentcraftError
 from framework.pipeline.targets import loading
-from framework.pipeline.targets import plugin_kinds as declared_plugin_kinds
+from framework.pipeline.targets import plugin_kinds as plugin_kinds  # re-exported: the kinds stage kinds call
 
 ENTRY_POINT_PREFIX = "intentcraft."
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -178,11 +178,6 @@ class Registry:
 
 
 _REGISTRIES: dict[str, Registry] = {}
-
-
-def plugin_kinds() -> tuple[str, ...]:
-    """Every plugin kind, in the order of the stage kinds that call them."""
-    return declared_plugin_kinds()
 
 
 def registry(kind: str) -> Registry:
