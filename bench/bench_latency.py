@@ -71,13 +71,20 @@ def op_profile(bundle: Path, texts: list[str]) -> None:
     router = Router.load(bundle)
     classifier = router.classifier
     feeds = [classifier._pack([encoding]) for encoding in classifier.encode(texts)]
-    logits = [classifier._run(feed)[0] for feed in feeds]
+    wants = router.ood_arrays is not None  # the Mahalanobis score reads the embedding output too
+    outputs = [classifier._run(feed, wants) for feed in feeds]
+    logits = [out[0][0] for out in outputs]
+    pooled = [out[1][0] if wants else None for out in outputs]
     parts = {
         "Router.predict([text])": p50_ms(lambda text: router.predict([text]), texts),
         "tokenize": p50_ms(lambda text: classifier.encode([text]), texts),
-        "onnxruntime run": p50_ms(lambda feed: classifier._run(feed), feeds),
+        "onnxruntime run": p50_ms(lambda feed: classifier._run(feed, wants), feeds),
         "route the logits": p50_ms(
-            lambda index: router.route_logits(texts[index], logits[index]), list(range(len(texts)))
+            lambda index: router.route_logits(texts[index], logits[index], embedding=pooled[index]),
+            list(range(len(texts))),
+        ),
+        f"  of which the OOD score ({router.ood.method if router.ood else 'none'})": p50_ms(
+            lambda index: router.ood_score(logits[index], pooled[index]), list(range(len(texts)))
         ),
     }
     print(f"Part 1: p50 of each part of a single query, timed apart over {len(texts)} queries")

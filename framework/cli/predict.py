@@ -108,12 +108,22 @@ def cmd_verify(args: argparse.Namespace) -> int:
         f"[green]OK[/] {escape(str(info.path))}: {len(info.files)} files match checksums.json (sha256); "
         f"{len(info.labels)} labels ({escape(labels)}); fallback intent: {escape(str(calibration.fallback_intent))}; "
         f"temperature {calibration.temperature:.4g}, global threshold {calibration.global_threshold:.4g}; "
+        f"{_ood_words(calibration.ood)}; "
         f"recipe {escape(info.manifest.recipe)}, max_length {info.manifest.max_length}; "
         "model and tokenizer load and route a test text",
         highlight=False,
         soft_wrap=True,
     )
     return 0
+
+
+def _ood_words(ood: object) -> str:
+    """The bundle's out-of-distribution score in words, for ``verify``."""
+    from framework.runtime.bundle import OodCalibration
+
+    if not isinstance(ood, OodCalibration):
+        return "no out-of-distribution score (abstains on confidence alone)"
+    return f"out-of-distribution score {ood.method}, threshold {ood.threshold:.4g}"
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -189,6 +199,8 @@ def _print_result(result: RouteResult) -> None:
         table.add_row("predicted", f"{escape(result.predicted)} (calibrated confidence {result.confidence:.3f})")
     if result.runners_up:
         table.add_row("runners-up", ", ".join(f"{escape(label)} {p:.3f}" for label, p in result.runners_up))
+    if result.ood_score is not None:
+        table.add_row("OOD score", f"{result.ood_score:.4g} (higher: less like the training data)")
     if result.error:
         table.add_row("error", escape(result.error))
     OUT.print(table)

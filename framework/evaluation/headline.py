@@ -27,7 +27,13 @@ def headline(manifests: dict[str, dict[str, Any]]) -> list[HeadlineRow]:
     """Test quality, calibration, export and training, for the stages present in ``manifests`` (a figure a
     stage does not report is left out)."""
     facts = RunFacts.from_manifests(manifests)
-    return [*_quality(facts.evaluate), *_calibration(facts), *_export(facts.export), *_training(facts.train)]
+    return [
+        *_quality(facts.evaluate),
+        *_out_of_distribution(facts),
+        *_calibration(facts),
+        *_export(facts.export),
+        *_training(facts.train),
+    ]
 
 
 def _quality(evaluate: EvaluateFacts | None) -> list[HeadlineRow]:
@@ -43,6 +49,8 @@ def _quality(evaluate: EvaluateFacts | None) -> list[HeadlineRow]:
         HeadlineRow(f"accuracy ({split} split, {overall.evidence} rows)", percent(overall.accuracy)),
         HeadlineRow("macro-F1", percent(overall.macro_f1)),
     ]
+    if overall.in_scope_accuracy is not None and overall.out_of_scope and overall.out_of_scope.support:
+        rows.append(HeadlineRow("in-scope accuracy", percent(overall.in_scope_accuracy)))
     routed = overall.routed
     out_of_scope = routed.out_of_scope if routed and routed.out_of_scope else overall.out_of_scope
     if out_of_scope is not None:  # as the router decides: abstentions count as the out-of-scope intent
@@ -51,6 +59,28 @@ def _quality(evaluate: EvaluateFacts | None) -> list[HeadlineRow]:
         rows.append(
             HeadlineRow("accepted share / accuracy of accepted", _pair(routed.coverage, routed.selective_accuracy))
         )
+    return rows
+
+
+def _out_of_distribution(facts: RunFacts) -> list[HeadlineRow]:
+    """The out-of-distribution score: what it is, and how it separates the evaluated split's out-of-scope rows."""
+    ood = facts.calibrate.ood if facts.calibrate else None
+    if ood is None:
+        return []
+    rows = [
+        HeadlineRow("out-of-distribution score", f"{ood.method}, keeps {percent(ood.in_scope_recall)} of in-scope eval")
+    ]
+    overall = facts.evaluate.evaluation.get("all") if facts.evaluate else None
+    measured = overall.ood if overall else None
+    if facts.evaluate is None or measured is None:
+        return rows
+    split = facts.evaluate.evaluated_split
+    if measured.auroc is not None:
+        value = f"{measured.auroc:.4f} / {percent(measured.fpr_at_95)}"
+        rows.append(HeadlineRow(f"OOD AUROC / FPR at 95% in-scope recall ({split})", value))
+    if measured.in_scope_kept is not None:
+        value = _pair(measured.in_scope_kept, measured.out_of_scope_caught)
+        rows.append(HeadlineRow(f"OOD threshold: in-scope kept / out-of-scope caught ({split})", value))
     return rows
 
 

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from framework.evaluation.calibration import ece_noise, top_label_errors
+from framework.evaluation.ood import detection
 from framework.io import atomic_write_bytes
 
 ACCEPT, ABSTAIN = "accept", "abstain"  # the values of ``decisions``
@@ -212,6 +213,7 @@ def _evaluate_part(
     fallback: str | None,
     worst_k: int,
     ece_bins: int,
+    ood_threshold: float | None = None,
 ) -> dict[str, Any]:
     picked: dict[str, Any] = {key: None if col is None else [col[i] for i in indices] for key, col in columns.items()}
     rows, y_pred = picked["rows"], picked["y_pred"]
@@ -220,6 +222,10 @@ def _evaluate_part(
     if picked["routed"] is not None and picked["decisions"] is not None:
         part["routed"] = routed_report(y_true, picked["routed"], picked["decisions"], labels, fallback)
     part["calibration"] = calibration_report(y_true, y_pred, picked["confidences"], ece_bins)
+    scores = picked.get("ood_scores")
+    if scores is not None and fallback is not None and all(score is not None for score in scores):
+        out_of_scope = np.array([truth == fallback for truth in y_true])
+        part["ood"] = detection(np.asarray(scores, dtype=np.float64), out_of_scope, ood_threshold).model_dump()
     part["worst_misclassified"] = worst_misclassified(rows, y_pred, picked["confidences"], worst_k)
     return {**part, "evidence": evidence, "benchmark_evidence": evidence == "real"}
 
@@ -234,6 +240,8 @@ def evaluate_rows(
     fallback_intent: str | None,
     worst_k: int = 10,
     ece_bins: int = 15,
+    ood_scores: Sequence[float | None] | None = None,
+    ood_threshold: float | None = None,
 ) -> dict[str, Any]:
     """Metrics of all rows and of their real and synthetic parts, each labelled with its evidence.
 
@@ -245,22 +253,36 @@ def evaluate_rows(
         labels: Every intent; ``fallback_intent``: the out-of-scope intent or ``None``.
         worst_k: How many confident mistakes to keep per part.
         ece_bins: Equal-width confidence bins of the held-out ECE and MCE (``calibration`` of each part).
+        ood_scores: Each row's out-of-distribution score (``RouteResult.ood_score``); with a fallback intent,
+            each part gets ``ood``: how the score separates the fallback intent's rows from the rest
+            (``framework.evaluation.ood.detection``, at ``ood_threshold``, the bundle's).
 
     Returns:
         ``{"all": {...}, "real": {...} | None, "synthetic": {...} | None}``; each block holds the
         ``classification_report`` keys plus ``routed``, ``calibration`` (held-out ECE and MCE of the
-        confidences, see ``calibration_report``), ``worst_misclassified``, ``evidence``
+        confidences, see ``calibration_report``), ``ood`` (when scored), ``worst_misclassified``, ``evidence``
         (``real``/``synthetic``/``mixed``) and ``benchmark_evidence`` (true only for real rows).
     """
-    if not _check_lengths(rows=rows, y_pred=y_pred, confidences=confidences, routed=routed, decisions=decisions):
+    if not _check_lengths(
+        rows=rows, y_pred=y_pred, confidences=confidences, routed=routed, decisions=decisions, ood_scores=ood_scores
+    ):
         raise ValueError("no rows to evaluate")
     if (routed is None) != (decisions is None):
         raise ValueError("pass both routed and decisions, or neither")
-    columns = {"rows": rows, "y_pred": y_pred, "confidences": confidences, "routed": routed, "decisions": decisions}
+    columns = {
+        "rows": rows,
+        "y_pred": y_pred,
+        "confidences": confidences,
+        "routed": routed,
+        "decisions": decisions,
+        "ood_scores": ood_scores,
+    }
     parts = {"all": list(range(len(rows))), **split_by_evidence(rows)}
     evidence = {"all": evidence_label(rows), "real": "real", "synthetic": "synthetic"}
     return {
-        name: _evaluate_part(columns, indices, evidence[name], labels, fallback_intent, worst_k, ece_bins)
+        name: _evaluate_part(
+            columns, indices, evidence[name], labels, fallback_intent, worst_k, ece_bins, ood_threshold
+        )
         if indices
         else None
         for name, indices in parts.items()
@@ -336,3 +358,36 @@ def confusion_table_markdown(matrix: Sequence[Sequence[int]], labels: Sequence[s
         return "No confusions: every row was predicted as its true intent."
     body = [[p["true"], p["predicted"], p["count"], f"{p['share']:.1%}"] for p in pairs]
     return _md_table(["true", "predicted", "count", "share of true"], body)
+
+
+def plot_ood_scores(scores: np.ndarray, out_of_scope: np.ndarray, threshold: float, path: Path, title: str) -> Path:
+    """Write the out-of-distribution score's two distributions (in-scope rows, out-of-scope rows) with the
+    router's threshold as PNG; a log axis when the positive scores span more than two decades. Returns ``path``."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    scores = np.asarray(scores, dtype=np.float64)
+    outside = np.asarray(out_of_scope, dtype=bool)
+    positive = bool((scores > 0).all())
+    log = positive and scores.max() > 100 * scores.min()
+    low, high = scores.min(), max(scores.max(), threshold)
+    edges = np.geomspace(low, high, 41) if log else np.linspace(min(low, threshold), high, 41)
+    figure = Figure(figsize=(7.5, 4.0), layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    for mask, name, colour in ((~outside, "in-scope", "#1f77b4"), (outside, "out-of-scope", "#d62728")):
+        if mask.any():
+            axes.hist(
+                scores[mask], bins=edges.tolist(), alpha=0.55, color=colour, label=f"{name} ({int(mask.sum())} rows)"
+            )
+    axes.axvline(threshold, color="black", linestyle="--", label=f"threshold {threshold:.4g} (abstain above)")
+    if log:
+        axes.set_xscale("log")
+    axes.set_xlabel("out-of-distribution score (higher: less like the training data)")
+    axes.set_ylabel("rows")
+    axes.set_title(title, fontsize=10)
+    axes.legend(fontsize=8)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110)
+    atomic_write_bytes(path, buffer.getvalue())
+    return path

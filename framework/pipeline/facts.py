@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from framework.data.rows import SPLITS
+from framework.evaluation.ood import Detection
 
 F = TypeVar("F", bound=BaseModel)
 
@@ -151,12 +152,44 @@ class ExportFacts(StageFacts):
     model_file: str
 
 
+class OodFacts(BaseModel):
+    """The out-of-distribution score the calibrate stage fitted (``calibrate.ood``).
+
+    ``threshold`` keeps ``in_scope_recall`` of the in-scope eval rows; ``file`` is the Mahalanobis arrays (None
+    for a logit score), fitted on ``fit_rows`` train rows of ``classes`` in-scope intents; ``eval`` measures
+    every score the model allows on the eval split, each at its own threshold for the same recall;
+    ``scores_file`` holds the eval scores.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    method: str
+    threshold: float
+    in_scope_recall: float
+    file: str | None = None
+    fit_rows: int = 0
+    classes: int = 0
+    eval: dict[str, Detection] = Field(default_factory=dict)
+    scores_file: str | None = None
+
+    def calibration(self) -> dict[str, Any]:
+        """The ``ood`` section of the bundle's ``calibration.json``."""
+        return {
+            "method": self.method,
+            "threshold": self.threshold,
+            "in_scope_recall": self.in_scope_recall,
+            "file": self.file,
+        }
+
+
 class CalibrationFacts(StageFacts):
-    """Temperature, thresholds and metrics (``calibration``), the file the bundle ships, and the plots."""
+    """Temperature, thresholds and metrics (``calibration``), the file the bundle ships, the plots, and the
+    out-of-distribution score (None: ``calibrate.ood.method=none``, or a manifest from before it existed)."""
 
     calibration: CalibrationMetrics
     plots: list[str] = Field(default_factory=list)
     calibration_file: str = "calibration.json"
+    ood: OodFacts | None = None
 
 
 class EvaluationPart(PluginMetrics):
@@ -168,9 +201,11 @@ class EvaluationPart(PluginMetrics):
     macro_f1: float
     evidence: str
     benchmark_evidence: bool = False
+    in_scope_accuracy: float | None = None
     out_of_scope: OutOfScope | None = None
     routed: RoutedMetrics | None = None
     calibration: HeldOutCalibration | None = None
+    ood: Detection | None = None
 
 
 class EvaluateFacts(StageFacts):

@@ -2,7 +2,8 @@
 
 A bundle is a directory written by the bundle stage and read by :class:`~framework.runtime.Router`:
 ``model.onnx``, ``tokenizer.json``, ``labels.json``, ``calibration.json``, ``bundle.json``, ``README.md``
-and ``checksums.json``, which lists the SHA-256 of every other file. :func:`verify_bundle` refuses a
+(plus ``ood.npz`` when ``calibration.json`` names a Mahalanobis out-of-distribution score) and
+``checksums.json``, which lists the SHA-256 of every other file. :func:`verify_bundle` refuses a
 bundle whose files were changed, added or removed after it was built.
 """
 
@@ -13,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from framework.errors import IntentcraftError
 from framework.io import atomic_write_json, sha256_file
@@ -59,13 +60,34 @@ class LabelsFile(_StrictFile):
         return labels
 
 
+class OodCalibration(_StrictFile):
+    """``calibration.json``'s ``ood``: the out-of-distribution score and its threshold (see ``runtime.ood``).
+
+    The router abstains when the score exceeds ``threshold``, which kept ``in_scope_recall`` of the in-scope
+    eval rows. ``file`` names the Mahalanobis arrays (``ood.npz``); the logit scores need none.
+    """
+
+    method: Literal["mahalanobis", "energy", "max_softmax"]
+    threshold: Annotated[float, Field(allow_inf_nan=False)]
+    in_scope_recall: Probability
+    file: Literal["ood.npz"] | None = None
+
+    @model_validator(mode="after")
+    def _file_for_mahalanobis(self) -> OodCalibration:
+        if (self.method == "mahalanobis") != (self.file is not None):
+            raise ValueError("file must be 'ood.npz' for method mahalanobis, and absent for the logit scores")
+        return self
+
+
 class CalibrationFile(_StrictFile):
-    """``calibration.json``: temperature scaling and the abstention thresholds."""
+    """``calibration.json``: temperature scaling, the abstention thresholds and, since format 2, the optional
+    out-of-distribution score (absent in older bundles: they route on confidence alone)."""
 
     temperature: Annotated[float, Field(gt=0.0, allow_inf_nan=False)]
     thresholds: dict[str, Probability]
     global_threshold: Probability
     fallback_intent: str | None
+    ood: OodCalibration | None = None
 
 
 class BundleManifest(BaseModel):
@@ -73,7 +95,7 @@ class BundleManifest(BaseModel):
 
     model_config = ConfigDict(strict=True, extra="allow", frozen=True)
 
-    format_version: Literal[1]
+    format_version: Literal[1, 2]  # 2: the model's embedding output and calibration.json's ood section
     recipe: str
     max_length: Annotated[int, Field(gt=0, le=65536)]
     created_by: str
@@ -170,6 +192,9 @@ def read_bundle(bundle_dir: Path | str) -> BundleInfo:
     calibration = _parse(root, "calibration.json", CalibrationFile)
     manifest = _parse(root, "bundle.json", BundleManifest)
     _check_agreement(root, labels, calibration)
+    if calibration.ood is not None and calibration.ood.file and not (root / calibration.ood.file).is_file():
+        name = calibration.ood.file
+        raise BundleError(root, name, f"{name} is missing, though calibration.json's ood section names it")
     return BundleInfo(root, tuple(labels), calibration, manifest)
 
 

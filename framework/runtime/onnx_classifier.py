@@ -1,5 +1,9 @@
 """Text in, logits out: a Hugging Face ``tokenizers`` tokenizer in front of an onnxruntime session.
 
+A graph exported by intentcraft since bundle format 2 has a second output, ``embedding``: the pooled sentence
+embedding its linear head reads, which the out-of-distribution score needs. :meth:`OnnxTextClassifier.outputs`
+returns both; graphs without it (older bundles, other exporters) give logits only.
+
 Exact versus batched inference. A model quantized with onnxruntime's *dynamic* INT8 quantization
 computes the scale of each activation tensor at run time from that tensor's range, per tensor, over the
 whole batch. Texts run together in one padded batch therefore change each other's results slightly (and
@@ -24,6 +28,8 @@ from tokenizers import Encoding, Tokenizer
 
 from framework.runtime.limits import check_threads
 
+EMBEDDING_OUTPUT = "embedding"
+"""The graph output holding the pooled sentence embedding, ``[batch, width]``."""
 CHARS_PER_TOKEN = 50
 """Texts are cut to ``max_length * CHARS_PER_TOKEN`` characters before tokenizing, so a huge input stays fast."""
 MAX_DEFAULT_THREADS = 8
@@ -117,7 +123,8 @@ class OnnxTextClassifier:
         self._with_token_types = "token_type_ids" in names
         outputs = [node.name for node in self.session.get_outputs()]
         self.output_name = "logits" if "logits" in outputs else outputs[0]
-        self.num_labels = self._probe()
+        self.embedding_name = EMBEDDING_OUTPUT if EMBEDDING_OUTPUT in outputs[1:] else None
+        self.num_labels, self.embedding_dim = self._probe()
 
     def encode(self, texts: Sequence[str]) -> list[Encoding]:
         """Tokenize (in parallel, in Rust), after cutting each text to ``max_chars`` characters."""
@@ -131,19 +138,30 @@ class OnnxTextClassifier:
             batch_size: texts per padded batch when not exact.
             exact: run each text alone (``True``) or in padded batches (``False``); default: ``self.exact``.
         """
-        out = np.empty((len(texts), self.num_labels), dtype=np.float32)
+        return self.outputs(texts, batch_size, exact, embeddings=False)[0]
+
+    def outputs(
+        self, texts: Sequence[str], batch_size: int = 64, exact: bool | None = None, *, embeddings: bool = True
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Logits and, when the graph has the ``embedding`` output and ``embeddings`` is true, the pooled
+        embeddings (float32 ``[len(texts), embedding_dim]``), in input order; else ``(logits, None)``."""
+        wanted = embeddings and self.embedding_name is not None
+        logits = np.empty((len(texts), self.num_labels), dtype=np.float32)
+        pooled = np.empty((len(texts), self.embedding_dim), dtype=np.float32) if wanted else None
         if not len(texts):
-            return out
+            return logits, pooled
         encodings = self.encode(texts)
         if self.exact if exact is None else exact:
-            for index, encoding in enumerate(encodings):
-                out[index] = self._run(self._pack([encoding]))[0]
-            return out
-        order = np.argsort([len(encoding.ids) for encoding in encodings], kind="stable")
-        for start in range(0, len(order), max(1, batch_size)):
-            chosen = order[start : start + batch_size]
-            out[chosen] = self._run(self._pack([encodings[i] for i in chosen]))
-        return out
+            batches = [np.array([index]) for index in range(len(encodings))]
+        else:
+            order = np.argsort([len(encoding.ids) for encoding in encodings], kind="stable")
+            batches = [order[start : start + batch_size] for start in range(0, len(order), max(1, batch_size))]
+        for chosen in batches:
+            results = self._run(self._pack([encodings[i] for i in chosen]), wanted)
+            logits[chosen] = results[0]
+            if pooled is not None:
+                pooled[chosen] = results[1]
+        return logits, pooled
 
     def _pack(self, encodings: list[Encoding]) -> dict[str, np.ndarray]:
         """Model inputs for these encodings, right-padded to the longest."""
@@ -162,15 +180,20 @@ class OnnxTextClassifier:
             feeds["token_type_ids"] = np.zeros_like(ids)
         return feeds
 
-    def _probe(self) -> int:
-        """Run one tiny text through tokenizer and model; the number of labels, or a ``ModelLoadError``."""
+    def _probe(self) -> tuple[int, int]:
+        """Run one tiny text through tokenizer and model: the number of labels and the embedding width (0 without
+        the embedding output), or a ``ModelLoadError``."""
         try:
-            return int(self._run(self._pack([self.encode(["a"])[0]]))[0].shape[-1])
+            results = self._run(self._pack([self.encode(["a"])[0]]), self.embedding_name is not None)
         except Exception as exc:  # onnxruntime raises several pybind exception types
             raise ModelLoadError("model", f"the model fails on a one-word text: {_first_line(exc)}") from None
+        if len(results) > 1 and (results[1].ndim != 2 or results[1].shape[0] != 1):
+            raise ModelLoadError("model", f"the embedding output has shape {results[1].shape}, not [batch, width]")
+        return int(results[0].shape[-1]), int(results[1].shape[-1]) if len(results) > 1 else 0
 
-    def _run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
-        return np.asarray(self.session.run([self.output_name], feeds)[0], dtype=np.float32)
+    def _run(self, feeds: dict[str, np.ndarray], embeddings: bool = False) -> list[np.ndarray]:
+        names = [self.output_name, *([self.embedding_name] if embeddings and self.embedding_name else [])]
+        return [np.asarray(out, dtype=np.float32) for out in self.session.run(names, feeds)]
 
 
 def _first_line(exc: BaseException) -> str:

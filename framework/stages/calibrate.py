@@ -1,14 +1,15 @@
-"""Calibrate stage: fit the calibrator on the exported model's eval-split logits, then the ECE gate."""
+"""Calibrate stage: fit the calibrator on the exported model's eval-split logits, then the ECE gate, then the
+out-of-distribution score (``calibrate.ood``): fitted on the train split, its threshold set on the eval split."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field
 
-from framework.config.schema import PluginSection
+from framework.config.schema import PluginSection, StrictModel
 from framework.errors import GateFailed, StageError
 from framework.evaluation.calibration import EceNoise, WorstBin, calibration_checks
 from framework.io import atomic_write_json
@@ -21,6 +22,7 @@ from framework.runtime.onnx_classifier import OnnxTextClassifier
 from framework.stages.common import (
     bundle_file,
     exported_model_path,
+    model_outputs,
     plugin_metrics,
     plugin_result,
     split_rows,
@@ -28,15 +30,32 @@ from framework.stages.common import (
     trained,
     trained_labels,
 )
+from framework.stages.ood_fit import EvalOutputs, fit_ood
 
 CALIBRATION_FILE = "calibration.json"
-LOGIT_CHUNK = 256
+
+
+class OodSettings(StrictModel):
+    """``calibrate.ood``: the out-of-distribution score the router abstains on (``framework.runtime.ood``).
+
+    Attributes:
+        method: ``mahalanobis`` (distance of the pooled embedding to the nearest in-scope class mean, fitted on
+            the train split; needs the exported model's embedding output), ``energy`` or ``max_softmax`` (from
+            the logits), or ``none`` (the router abstains on confidence alone).
+        in_scope_recall: The threshold keeps this share of the in-scope eval rows; the rest of them, and every
+            text scored above it, abstain.
+    """
+
+    method: Literal["mahalanobis", "energy", "max_softmax", "none"] = "mahalanobis"
+    in_scope_recall: float = Field(default=0.98, gt=0, le=1)
 
 
 class CalibrateSection(PluginSection):
-    """The calibrator plugin; ``max_ece`` gates the expected calibration error after calibration (None: no gate)."""
+    """The calibrator plugin; ``max_ece`` gates the expected calibration error after calibration (None: no gate);
+    ``ood`` sets the out-of-distribution score."""
 
     max_ece: float | None = Field(default=0.05, ge=0, le=1)
+    ood: OodSettings = Field(default_factory=OodSettings)
 
 
 def exported_model(run: StageRun) -> tuple[OnnxTextClassifier, list[str]]:
@@ -51,16 +70,14 @@ def run_calibrate(run: StageRun) -> CalibrationFacts:
     if not rows:
         raise StageError("calibrate: the eval split is empty; give split.ratios.eval a share (e.g. 0.1).")
     model, labels = exported_model(run)
-    bar = run.progress.task("calibrate: eval logits", len(rows))
-    chunks = []
-    for start in range(0, len(rows), LOGIT_CHUNK):  # in chunks, so that long eval splits show progress
-        chunks.append(model.logits([row["text"] for row in rows[start : start + LOGIT_CHUNK]]))
-        bar(len(chunks[-1]))
-    logits = np.concatenate(chunks)
+    settings = run.recipe.section("calibrate", CalibrateSection)
+    method = _ood_method(settings.ood, model, run.warn)
+    logits, embeddings = model_outputs(run, model, rows, "calibrate: eval", embeddings=method == "mahalanobis")
+    label_ids = np.array([labels.index(row["intent"]) for row in rows], dtype=np.int64)
     fallback = run.recipe.config.fallback_intent
     context = CalibrateContext(
         logits=logits,
-        label_ids=np.array([labels.index(row["intent"]) for row in rows], dtype=np.int64),
+        label_ids=label_ids,
         labels=labels,
         fallback_intent=fallback,
         work_dir=run.work_dir,
@@ -74,9 +91,15 @@ def run_calibrate(run: StageRun) -> CalibrationFacts:
         "global_threshold": result.global_threshold,
         "fallback_intent": fallback,
     }
+    ood = None
+    if method != "none":
+        fallback_id = labels.index(fallback) if fallback in labels else None
+        eval_outputs = EvalOutputs(logits, embeddings, label_ids, fallback_id)
+        ood = fit_ood(run, model, settings.ood.in_scope_recall, method, result.temperature, eval_outputs)
+        fitted["ood"] = ood.calibration()
     calibration = bundle_file(CalibrationFile, fitted, f"calibrator {bound.spec.id}").model_dump(mode="json")
     atomic_write_json(run.work_dir / CALIBRATION_FILE, calibration)
-    _ece_gate(result.metrics, run.recipe.section("calibrate", CalibrateSection).max_ece, run.warn)
+    _ece_gate(result.metrics, settings.max_ece, run.warn)
     return CalibrationFacts(
         calibration=plugin_metrics(
             bound,
@@ -85,7 +108,20 @@ def run_calibrate(run: StageRun) -> CalibrationFacts:
         ),
         plots=[str(p.relative_to(run.work_dir)) for p in result.plots],
         calibration_file=CALIBRATION_FILE,
+        ood=ood,
     )
+
+
+def _ood_method(settings: OodSettings, model: OnnxTextClassifier, warn: Callable[[str], None]) -> str:
+    """The score to fit: ``calibrate.ood.method``, or ``energy`` where Mahalanobis lacks the embedding output."""
+    if settings.method == "mahalanobis" and model.embedding_name is None:
+        warn(
+            "calibrate.ood.method=mahalanobis needs the exported model's embedding output, which this model lacks "
+            "(see the export stage's warning); using the energy score instead. Set calibrate.ood.method to "
+            "energy, max_softmax or none to choose."
+        )
+        return "energy"
+    return settings.method
 
 
 def eval_checks(metrics: dict[str, Any], rows: int) -> list[dict[str, Any]]:
@@ -148,7 +184,7 @@ CALIBRATE = register_stage(
         config_keys=("intents",),
         run=run_calibrate,
         facts=CalibrationFacts,
-        version=2,  # 2: calibration checks (ECE against chance, a rising MCE) in the facts
+        version=3,  # 2: calibration checks (ECE against chance, a rising MCE) in the facts; 3: the OOD score
         sections=(RecipeSection("calibrate", CalibrateSection, "calibrators"),),
     )
 )

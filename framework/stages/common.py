@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import numpy as np
 from pydantic import BaseModel, ValidationError
 
 from framework.errors import StageError
@@ -15,8 +16,11 @@ from framework.pipeline.runner import MANIFEST, StageRun, facts_from_manifest
 
 if TYPE_CHECKING:  # framework.config.check imports the targets, which import the stages
     from framework.config.check import BoundPlugin
+    from framework.runtime.onnx_classifier import OnnxTextClassifier
 
 R = TypeVar("R")
+OUTPUT_CHUNK = 256
+"""Texts per progress step when a stage runs the exported model over a split."""
 LEGACY_RUNTIME_FILE = "runtime.json"
 """Where train stages before the labels were published kept them; read only for such cached outputs."""
 
@@ -105,3 +109,20 @@ def _validated(model: type[M], data: dict[str, Any], problem: str, consequence: 
         where = ".".join(str(part) for part in first["loc"]) or "<document>"
         got = str(first.get("input"))[:80]
         raise StageError(f"{problem}: {where}: {first['msg']} (got {got!r}){consequence}") from None
+
+
+def model_outputs(
+    run: StageRun, model: OnnxTextClassifier, rows: list[dict[str, Any]], task: str, embeddings: bool
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The exported model's logits (and pooled embeddings, when asked) of ``rows``, run as the runtime runs
+    them, in chunks so that long splits show progress (``task`` names the progress bar, e.g. ``calibrate: eval``)."""
+    what = "logits and embeddings" if embeddings else "logits"
+    bar = run.progress.task(f"{task} {what}", len(rows))
+    logits, pooled = [], []
+    for start in range(0, len(rows), OUTPUT_CHUNK):
+        out = model.outputs([row["text"] for row in rows[start : start + OUTPUT_CHUNK]], embeddings=embeddings)
+        logits.append(out[0])
+        if out[1] is not None:
+            pooled.append(out[1])
+        bar(len(out[0]))
+    return np.concatenate(logits), np.concatenate(pooled) if pooled else None

@@ -7,12 +7,13 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from pydantic import BaseModel, Field
 
 from framework import __version__
 from framework.config.schema import StrictModel
 from framework.evaluation.calibration import EceNoise, calibration_checks
-from framework.evaluation.metrics import evaluate_rows, plot_confusion_matrix
+from framework.evaluation.metrics import evaluate_rows, plot_confusion_matrix, plot_ood_scores
 from framework.io import atomic_write_json, atomic_write_text, read_json, write_jsonl
 from framework.pipeline.facts import CalibrationFacts, EvaluateFacts
 from framework.pipeline.runner import RecipeSection, StageDef, StageRun
@@ -31,6 +32,7 @@ from framework.stages.common import (
 from framework.stages.shipped_labels import intent_names, shipped_calibration, shipped_labels, to_intent_name
 
 BUNDLE_DIR = "bundle"
+OOD_PLOT = "ood_scores.png"
 PLACEHOLDER_CARD = "Bundle evaluated by intentcraft; the bundle stage writes its model card.\n"
 
 
@@ -49,7 +51,8 @@ class EvaluateSettings(StrictModel):
 
 
 def write_bundle(run: StageRun, target: Path) -> Path:
-    """Write the bundle as it ships: model, tokenizer, labels, calibration, ``bundle.json`` and checksums.
+    """Write the bundle as it ships: model, tokenizer, labels, calibration (with ``ood.npz`` for a Mahalanobis
+    out-of-distribution score), ``bundle.json`` and checksums.
 
     The one place a bundle is assembled. Evaluate scores exactly these files; the bundle stage copies them,
     adds the model card and the metrics to ``bundle.json``, and re-seals the checksums.
@@ -59,14 +62,17 @@ def write_bundle(run: StageRun, target: Path) -> Path:
     shutil.copyfile(exported_model_path(run), target / "model.onnx")
     shutil.copyfile(tokenizer_path(run), target / "tokenizer.json")
     display = run.recipe.config.display_labels
-    fitted = read_json(run.path("calibrate", run.facts("calibrate", CalibrationFacts).calibration_file))
+    calibrated = run.facts("calibrate", CalibrationFacts)
+    fitted = read_json(run.path("calibrate", calibrated.calibration_file))
+    if calibrated.ood is not None and calibrated.ood.file is not None:
+        shutil.copyfile(run.path("calibrate", calibrated.ood.file), target / calibrated.ood.file)
     write_model(
         target / "calibration.json", bundle_file(CalibrationFile, shipped_calibration(fitted, display), "calibrate")
     )
     labels = {"labels": shipped_labels(trained_labels(run), display)}
     write_model(target / "labels.json", bundle_file(LabelsFile, labels, "train"))
     manifest = {
-        "format_version": 1,
+        "format_version": 2,
         "recipe": run.recipe.name,
         "max_length": facts.max_length,
         "created_by": f"intentcraft {__version__}",
@@ -127,11 +133,20 @@ def run_evaluate(run: StageRun) -> EvaluateFacts:
         config.fallback_intent,
         worst_k=settings.worst_examples,
         ece_bins=settings.ece_bins,
+        ood_scores=[r.ood_score for r in results] if router.ood is not None else None,
+        ood_threshold=router.ood.threshold if router.ood is not None else None,
     )
     add_calibration_checks(evaluation, split)
     matrix = evaluation["all"]["confusion_matrix"]
     title = f"{run.recipe.name}: {split} split ({evaluation['all']['evidence']} rows)"
     plot_confusion_matrix(matrix, labels, run.work_dir / "confusion_matrix.png", title)
+    plots = ["confusion_matrix.png"]
+    if router.ood is not None and evaluation["all"].get("ood", {}).get("out_of_scope"):
+        scores = np.array([r.ood_score for r in results], dtype=np.float64)
+        outside = np.array([row["intent"] == config.fallback_intent for row in rows])
+        ood_title = f"{run.recipe.name}: {router.ood.method} score on the {split} split"
+        plot_ood_scores(scores, outside, router.ood.threshold, run.work_dir / OOD_PLOT, ood_title)
+        plots.append(OOD_PLOT)
     write_jsonl(
         run.work_dir / "predictions.jsonl",
         [
@@ -144,7 +159,7 @@ def run_evaluate(run: StageRun) -> EvaluateFacts:
         evaluation=evaluation,
         evaluated_split=split,
         decisions=dict(decisions),
-        plots=["confusion_matrix.png"],
+        plots=plots,
         bundle_dir=BUNDLE_DIR,
     )
 
@@ -156,7 +171,7 @@ EVALUATE = register_stage(
         config_keys=("intents",),
         run=run_evaluate,
         facts=EvaluateFacts,
-        version=2,  # 2: calibration checks (held-out ECE against chance) beside each part's calibration
+        version=3,  # 2: calibration checks (held-out ECE against chance) beside each part's calibration; 3: OOD
         sections=(RecipeSection("evaluate", EvaluateSettings),),
     )
 )

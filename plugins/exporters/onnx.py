@@ -1,5 +1,10 @@
 """Built-in ``onnx`` exporter: ONNX graph, onnxruntime fusions, INT8 dynamic quantization, parity and accuracy.
 
+The graph has two outputs: ``logits`` and ``embedding``, the pooled sentence embedding the linear head reads
+(the mean-pooled encoder state of a pooled classifier, the ``[CLS]`` pooler output of a Hugging Face one), which
+the calibrate stage fits its out-of-distribution score on. A model whose head is not one linear layer on a
+``[batch, width]`` embedding exports logits only, with a warning.
+
 optimum's ONNX exporter (optimum-onnx) pins transformers < 4.58 while intentcraft needs transformers >= 5, so
 this uses ``torch.onnx`` and onnxruntime's own transformer optimizer and quantization tools.
 """
@@ -25,7 +30,7 @@ from framework.plugin_api import ExportContext, ExportResult
 from framework.plugins.trainers._pooled import load_classifier
 from framework.registry import PluginParams, exporters
 from framework.runtime.bundle import MODEL_INPUTS, OPTIONAL_INPUTS
-from framework.runtime.onnx_classifier import OnnxTextClassifier
+from framework.runtime.onnx_classifier import EMBEDDING_OUTPUT, OnnxTextClassifier
 
 
 class OnnxParams(PluginParams):
@@ -73,20 +78,58 @@ def graph_inputs(tokenizer: Any) -> list[str]:
     return [*MODEL_INPUTS, *(name for name in OPTIONAL_INPUTS if name in tokenizer.model_input_names)]
 
 
-def _export_graph(model: Any, tokenizer: Any, path: Path, opset: int) -> None:
+class WithEmbedding(torch.nn.Module):
+    """The classifier answering ``(logits, embedding)``: the embedding is what its linear ``classifier`` head
+    reads, captured by a forward pre-hook for the length of each call, so any model with such a head exports it
+    without knowing its pooling."""
+
+    def __init__(self, model: Any) -> None:
+        super().__init__()
+        self.model = model
+        self.train(model.training)  # a new module trains; restoring its mode after export must not wake dropout
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        seen: list[torch.Tensor] = []
+        handle = self.model.classifier.register_forward_pre_hook(lambda _module, args: seen.append(args[0]))
+        try:
+            extra = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
+            logits = self.model(input_ids=input_ids, attention_mask=attention_mask, **extra).logits
+        finally:
+            handle.remove()
+        return logits, seen[-1]
+
+
+def embedding_head(model: Any) -> str | None:
+    """None when the model's head is one linear layer on a pooled ``[batch, width]`` embedding (so the graph can
+    output it), else why not."""
+    head = getattr(model, "classifier", None)
+    if not isinstance(head, torch.nn.Linear):
+        return f"its head ({type(head).__name__}) is not one linear layer named `classifier`"
+    ones = torch.ones((2, 3), dtype=torch.long)
+    with torch.no_grad():
+        _, embedding = WithEmbedding(model)(ones, ones)
+    if tuple(embedding.shape) != (2, head.in_features):
+        return "its head reads token states, not one pooled embedding per text"
+    return None
+
+
+def _export_graph(model: Any, tokenizer: Any, path: Path, opset: int, with_embedding: bool) -> None:
     sample = tokenizer(["an example query", "a second, longer example query"], padding=True, return_tensors="pt")
     names = graph_inputs(tokenizer)
+    outputs = ["logits", EMBEDDING_OUTPUT] if with_embedding else ["logits"]
     axes: dict[str, dict[int, str]] = {name: {0: "batch", 1: "sequence"} for name in names}
-    axes["logits"] = {0: "batch"}
+    axes.update({name: {0: "batch"} for name in outputs})
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
         torch.onnx.export(
-            model,
+            WithEmbedding(model) if with_embedding else model,
             (),
             str(path),
             kwargs={name: sample[name] for name in names},
             input_names=names,
-            output_names=["logits"],
+            output_names=outputs,
             dynamic_axes=axes,
             opset_version=opset,
             dynamo=False,
@@ -143,13 +186,30 @@ def _quantize(source: Path, target: Path, params: OnnxParams) -> None:
 @torch.no_grad()
 def torch_logits(model: Any, tokenizer: Any, texts: list[str], max_length: int, batch_size: int = 64) -> np.ndarray:
     """Logits of the PyTorch model (fp32, eager), in input order."""
-    out = []
+    return torch_outputs(model, tokenizer, texts, max_length, batch_size)[0]
+
+
+@torch.no_grad()
+def torch_outputs(
+    model: Any, tokenizer: Any, texts: list[str], max_length: int, batch_size: int = 64
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Logits and the embeddings the head reads (None when the head does not read one per text), fp32 eager."""
+    wrapped = WithEmbedding(model) if embedding_head(model) is None else None
+    logits, pooled = [], []
     for start in range(0, len(texts), batch_size):
         batch = tokenizer(
             texts[start : start + batch_size], truncation=True, max_length=max_length, padding=True, return_tensors="pt"
         )
-        out.append(model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.numpy())
-    return np.concatenate(out) if out else np.zeros((0, num_labels(model)), dtype=np.float32)
+        inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+        if wrapped is None:
+            logits.append(model(**inputs).logits.numpy())
+            continue
+        out, embedding = wrapped(**inputs)
+        logits.append(out.numpy())
+        pooled.append(embedding.numpy())
+    if not logits:
+        return np.zeros((0, num_labels(model)), dtype=np.float32), None
+    return np.concatenate(logits), np.concatenate(pooled) if pooled else None
 
 
 def num_labels(model: Any) -> int:
@@ -172,6 +232,13 @@ def _phase(bar: Any, name: str) -> Iterator[None]:
     bar(1)
 
 
+def _embedding_parity(reference: np.ndarray | None, exported: np.ndarray | None) -> float | None:
+    """Largest absolute difference of the two embeddings; None when either side has none."""
+    if reference is None or exported is None:
+        return None
+    return float(np.abs(reference - exported).max())
+
+
 def _accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
     return float((logits.argmax(-1) == labels).mean()) if len(labels) else float("nan")
 
@@ -184,8 +251,14 @@ def onnx_exporter(params: OnnxParams, ctx: ExportContext) -> ExportResult:
     with _phase(bar, "loading the model"):
         tokenizer, model = _load_reference(ctx.model_dir)
     raw, fused, int8 = (ctx.work_dir / name for name in ("model.raw.onnx", "model.fp32.onnx", "model.int8.onnx"))
+    unpooled = embedding_head(model)
+    if unpooled:
+        ctx.warn(
+            f"export: the graph has no {EMBEDDING_OUTPUT!r} output because {unpooled}, so the Mahalanobis "
+            "out-of-distribution score cannot be fitted (set calibrate.ood.method to energy or max_softmax)"
+        )
     with _phase(bar, "ONNX graph"):
-        _export_graph(model, tokenizer, raw, params.opset)
+        _export_graph(model, tokenizer, raw, params.opset, with_embedding=unpooled is None)
     with _phase(bar, "onnxruntime fusions"):
         fp32 = _optimize(raw, fused, model.config, ctx.warn) if params.optimize else raw
     tokenizer_json = ctx.model_dir / "tokenizer.json"
@@ -193,15 +266,17 @@ def onnx_exporter(params: OnnxParams, ctx: ExportContext) -> ExportResult:
     labels = np.array([ctx.labels.index(row["intent"]) for row in ctx.eval_rows], dtype=np.int64)
     parity_texts = texts[: params.parity_rows] or ["an example query"]
     with _phase(bar, "parity with PyTorch"):
-        reference = torch_logits(model, tokenizer, parity_texts, ctx.max_length)
-        exported = OnnxTextClassifier(fp32, tokenizer_json, ctx.max_length).logits(parity_texts)
-    parity = float(np.abs(reference - exported).max())
-    if parity > params.parity_tolerance:
-        raise StageError(
-            f"export: the fp32 ONNX graph disagrees with PyTorch by {parity:.2e} on the logits (tolerance "
-            f"export.parity_tolerance={params.parity_tolerance}); the export is wrong, not the model. Try "
-            "export.optimize=false, and report the model architecture if that does not fix it."
-        )
+        reference = torch_outputs(model, tokenizer, parity_texts, ctx.max_length)
+        exported = OnnxTextClassifier(fp32, tokenizer_json, ctx.max_length).outputs(parity_texts)
+    parity = float(np.abs(reference[0] - exported[0]).max())
+    embedding_parity = _embedding_parity(reference[1], exported[1])
+    for what, gap in (("logits", parity), ("embeddings", embedding_parity)):
+        if gap is not None and gap > params.parity_tolerance:
+            raise StageError(
+                f"export: the fp32 ONNX graph disagrees with PyTorch by {gap:.2e} on the {what} (tolerance "
+                f"export.parity_tolerance={params.parity_tolerance}); the export is wrong, not the model. Try "
+                "export.optimize=false, and report the model architecture if that does not fix it."
+            )
     with _phase(bar, "INT8 quantization" if params.quantize else "no quantization (export.quantize=false)"):
         if params.quantize:
             _quantize(fp32, int8, params)
@@ -219,6 +294,8 @@ def onnx_exporter(params: OnnxParams, ctx: ExportContext) -> ExportResult:
         exported_accuracy=exported_accuracy,
         metrics={
             "parity_max_abs_diff": parity,
+            "embedding_output": unpooled is None,
+            **({"embedding_parity_max_abs_diff": embedding_parity} if embedding_parity is not None else {}),
             "parity_rows": len(parity_texts),
             "quantized": params.quantize,
             "op_types": params.op_types,

@@ -289,7 +289,40 @@ def calibration(report: Report) -> list[str]:
     lines += key_values(facts, report.max_rows, skip=skip)
     if isinstance(thresholds, dict) and thresholds:
         lines += ["### Thresholds", "", *report.table(["intent", "threshold"], list(thresholds.items()))]
-    return lines + report.plots(CALIBRATE)
+    return lines + _ood_fit(report) + report.plots(CALIBRATE)
+
+
+OOD_COLUMNS = ("auroc", "fpr_at_95", "threshold", "in_scope_kept", "out_of_scope_caught")
+
+
+def ood_table(report: Report, measured: Mapping[str, Any]) -> list[str]:
+    """One row per score: AUROC, FPR at 95% in-scope recall, threshold, in-scope kept and out-of-scope caught."""
+    rows = [[name, *(as_dict(values).get(key) for key in OOD_COLUMNS)] for name, values in measured.items()]
+    return report.table(
+        ["score", "AUROC", "FPR at 95% in-scope recall", "threshold", "in-scope kept", "OOS caught"], rows
+    )
+
+
+def _share(value: Any) -> str:
+    return f"{100 * value:g}%" if isinstance(value, int | float) else fmt(value)
+
+
+def _ood_fit(report: Report) -> list[str]:
+    """The calibrate stage's out-of-distribution score: the chosen one, and every score compared on eval."""
+    ood = as_dict((report.manifest(CALIBRATE) or {}).get("ood"))
+    if not ood:
+        return []
+    fitted = f" on {ood.get('fit_rows')} train rows of {ood.get('classes')} in-scope intents" if ood.get("file") else ""
+    lines = [
+        "### Out-of-distribution score",
+        "",
+        f"The router abstains when the **{ood.get('method')}** score exceeds {fmt(ood.get('threshold'))}, the "
+        f"threshold that keeps {_share(ood.get('in_scope_recall'))} of the in-scope eval rows (fitted{fitted}). "
+        "Each score below is measured on the eval split at its own threshold for that recall; AUROC and FPR need "
+        "out-of-scope eval rows (the fallback intent's).",
+        "",
+    ]
+    return lines + ood_table(report, as_dict(ood.get("eval")))
 
 
 def manifests(report: Report) -> list[str]:

@@ -18,6 +18,7 @@ from framework.plugin_api import ReportContext
 from framework.registry import PluginParams, reporters
 
 from ._sections import (
+    CALIBRATE,
     EVALUATE,
     Report,
     as_dict,
@@ -26,6 +27,7 @@ from ._sections import (
     data,
     export,
     manifests,
+    ood_table,
     summary,
     training,
 )
@@ -118,6 +120,10 @@ def _evaluation_part(report: Report, part: dict[str, Any], level: str) -> list[s
     routed = as_dict(part.get("routed"))
     if routed:
         lines += [f"{level} Routing after abstention", "", *_metrics(report, routed, ROUTED)]
+    ood = as_dict(part.get("ood"))
+    if ood:
+        method = as_dict((report.manifest(CALIBRATE) or {}).get("ood")).get("method", "the bundle's")
+        lines += [f"{level} Out-of-distribution score on these rows", "", *ood_table(report, {method: ood})]
     return lines + _per_intent(report, part, level) + _confusions(part, level) + _worst(report, part, level)
 
 

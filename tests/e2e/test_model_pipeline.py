@@ -122,6 +122,67 @@ def test_manifests_record_training_export_calibration_and_synthetic_evaluation(b
     assert f"| ECE on test, calibrated | {held_out['ece']:.4f} ({chance}) |" in card
 
 
+def test_the_ood_score_is_fitted_shipped_and_computed_the_same_by_the_runtime(built: Pipeline) -> None:
+    """The exported graph outputs the pooled embedding (its parity with PyTorch checked); calibrate fits the
+    Mahalanobis score on train and its threshold on eval; the Router, torch-free, gives each eval row the score
+    that calibrate computed for it; evaluate measures the score on test and plots both distributions."""
+    plans = {p.stage.name: p for p in built.plan()}
+    manifests = {name: built.manifest(plan) for name, plan in plans.items()}
+    export = manifests["export"]["export"]
+    assert export["embedding_output"] is True and export["embedding_parity_max_abs_diff"] < 1e-3
+    ood = manifests["calibrate"]["ood"]
+    assert ood["method"] == "mahalanobis" and ood["file"] == "ood.npz" and ood["in_scope_recall"] == 0.98
+    assert ood["classes"] == 2 and ood["fit_rows"] > 0  # tiny: FindCallers and SymbolQuery; Ambiguous left out
+    assert set(ood["eval"]) == {"mahalanobis", "energy", "max_softmax"}
+    calibrate_dir = plans["calibrate"].directory
+    saved = np.load(calibrate_dir / ood["scores_file"])
+    from framework.io import read_jsonl
+
+    eval_rows = read_jsonl(plans["split"].directory / "eval.jsonl")
+    router = Router.load(bundle_dir(built))
+    assert router.ood is not None and router.ood.threshold == ood["threshold"]
+    routed = router.predict([row["text"] for row in eval_rows])
+    np.testing.assert_allclose([r.ood_score for r in routed], saved["mahalanobis"], rtol=1e-9, atol=1e-9)
+    assert saved["out_of_scope"].tolist() == [row["intent"] == "Ambiguous" for row in eval_rows]
+    kept = np.mean(
+        [r.ood_score <= ood["threshold"] for r, oos in zip(routed, saved["out_of_scope"], strict=True) if not oos]
+    )
+    assert kept == ood["eval"]["mahalanobis"]["in_scope_kept"] >= 0.98
+    for result in routed:
+        if result.ood_score > ood["threshold"] and result.predicted != "Ambiguous":
+            assert "out_of_distribution" in result.abstained_by and not result.accepted
+    measured = manifests["evaluate"]["evaluation"]["all"]["ood"]
+    assert measured["in_scope"] + measured["out_of_scope"] == manifests["evaluate"]["evaluation"]["all"]["n"]
+    assert measured["out_of_scope"] > 0 and 0 <= measured["auroc"] <= 1
+    assert "ood_scores.png" in manifests["evaluate"]["plots"]
+    assert (bundle_dir(built) / "ood.npz").is_file() and "ood.npz" in verify_bundle(bundle_dir(built)).files
+
+
+@pytest.mark.parametrize("method", ["energy", "none"])
+def test_a_logit_score_ships_no_arrays_and_none_ships_no_score(built: Pipeline, method: str) -> None:
+    """Reuses the built train and export stages; only calibrate, evaluate and bundle run again."""
+    recipe = load_recipe(
+        TINY,
+        *tiny_model_overrides(Path(built.recipe.bound("trainer").params.model)),
+        "calibrate.max_ece=null",
+        f"calibrate.ood.method={method}",
+    )
+    pipeline = Pipeline(STAGES, recipe, built.outputs)
+    pipeline.run(lambda plan, action: None)
+    bundle = bundle_dir(pipeline)
+    assert not (bundle / "ood.npz").exists()
+    router = Router.load(bundle)
+    result = router.predict("who calls parse_config")[0]
+    if method == "none":
+        assert router.ood is None and result.ood_score is None
+        assert pipeline.manifest(next(p for p in pipeline.plan() if p.stage.name == "calibrate")).get("ood") is None
+        return
+    assert router.ood is not None and router.ood.method == "energy" and router.ood.file is None
+    logits = router.classifier.logits(["who calls parse_config"])[0].astype(np.float64) / router.temperature
+    expected = -router.temperature * (logits.max() + np.log(np.exp(logits - logits.max()).sum()))
+    assert result.ood_score == pytest.approx(expected, rel=1e-9)
+
+
 def _markdown_rows(text: str) -> list[tuple[str, str]]:
     """The rows of the first ``| metric | value |`` table in a Markdown text."""
     lines = text[text.index("| metric | value |") :].splitlines()[2:]

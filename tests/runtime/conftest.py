@@ -14,12 +14,17 @@ from tests.runtime.tiny_bundle import BundleFactory, write_bundle, write_model
 def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """The tiny model as float and INT8 ONNX files, built once per session."""
     root = tmp_path_factory.mktemp("tiny_models")
-    return {"float": write_model(root / "float.onnx"), "int8": write_model(root / "int8.onnx", int8=True)}
+    return {
+        "float": write_model(root / "float.onnx"),
+        "int8": write_model(root / "int8.onnx", int8=True),
+        "int8+embedding": write_model(root / "int8_embedding.onnx", int8=True, embedding_output=True),
+    }
 
 
 @pytest.fixture
 def make_bundle(tmp_path: Path, tiny_models: dict[str, Path]) -> BundleFactory:
-    """``make_bundle(name="bundle", int8=False, calibration=None, labels=None, model=None)`` -> bundle dir."""
+    """``make_bundle(name="bundle", int8=False, calibration=None, labels=None, model=None, ood_arrays=None)`` ->
+    bundle dir."""
 
     def factory(
         name: str = "bundle",
@@ -27,9 +32,10 @@ def make_bundle(tmp_path: Path, tiny_models: dict[str, Path]) -> BundleFactory:
         calibration: dict[str, Any] | None = None,
         labels: list[str] | None = None,
         model: Path | None = None,
+        ood_arrays: Any = None,
     ) -> Path:
         source = model or tiny_models["int8" if int8 else "float"]
-        return write_bundle(tmp_path / name, source, calibration, labels)
+        return write_bundle(tmp_path / name, source, calibration, labels, ood_arrays)
 
     return factory
 

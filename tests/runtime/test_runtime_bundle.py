@@ -106,7 +106,7 @@ def test_missing_directory_and_file_instead_of_directory(tmp_path: Path, bundle:
         ("calibration.json", json.dumps(default_calibration(global_threshold=1.5)), "global_threshold"),
         ("calibration.json", json.dumps(default_calibration(extra=1)), "extra: Extra inputs are not permitted"),
         ("calibration.json", json.dumps(default_calibration(temperature="2")), "temperature: Input should be a valid"),
-        ("bundle.json", json.dumps({"format_version": 2}), "format_version"),
+        ("bundle.json", json.dumps({"format_version": 3}), "format_version"),
         ("checksums.json", json.dumps({"algorithm": "md5", "files": {}}), "algorithm"),
     ],
 )

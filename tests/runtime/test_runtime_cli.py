@@ -13,7 +13,18 @@ import numpy as np
 from tests.conftest import assert_route_row
 from tests.runtime.tiny_bundle import FALLBACK, LABELS, BundleFactory, default_calibration, keyword_model
 
-FIELDS = {"text", "intent", "predicted", "confidence", "decision", "reason", "runners_up", "error"}
+FIELDS = {
+    "text",
+    "intent",
+    "predicted",
+    "confidence",
+    "decision",
+    "reason",
+    "runners_up",
+    "error",
+    "ood_score",
+    "abstained_by",
+}
 
 
 def cli(*args: str, cwd: Path, stdin: str | None = None) -> subprocess.CompletedProcess:

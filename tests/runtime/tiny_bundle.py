@@ -31,15 +31,19 @@ TEXTS = [
     "list callers",
 ]
 BundleFactory = Callable[..., Path]
-"""``make_bundle(name="bundle", int8=False, calibration=None, labels=None, model=None)`` -> bundle dir."""
+"""``make_bundle(name="bundle", int8=False, calibration=None, labels=None, model=None, ood_arrays=None)``."""
 
 
 def tiny_model(
-    bias: list[float] | None = None, seed: int = 0, weights: dict[str, np.ndarray] | None = None
+    bias: list[float] | None = None,
+    seed: int = 0,
+    weights: dict[str, np.ndarray] | None = None,
+    embedding_output: bool = False,
 ) -> onnx.ModelProto:
     """Embedding -> MatMul + Tanh per token -> masked mean over the sequence -> MatMul + Add -> logits.
 
-    The weights are seeded random ones; ``weights`` replaces any of them by name (embedding, w1, b1, w2, b2)."""
+    The weights are seeded random ones; ``weights`` replaces any of them by name (embedding, w1, b1, w2, b2).
+    ``embedding_output`` adds the pooled mean as a second output, ``embedding`` (as bundle format 2 has it)."""
     rng = np.random.default_rng(seed)
     weights = {
         "embedding": rng.normal(0, 1, (VOCAB, EMBED)),
@@ -49,11 +53,12 @@ def tiny_model(
         "b2": np.asarray(bias if bias is not None else np.zeros(len(LABELS))),
         **(weights or {}),
     }
-    initializers = [numpy_helper.from_array(v.astype(np.float32), k) for k, v in weights.items()]
+    graph_names = {"embedding": "token_embedding"}  # "embedding" names the pooled output of format 2
+    initializers = [numpy_helper.from_array(v.astype(np.float32), graph_names.get(k, k)) for k, v in weights.items()]
     initializers += [numpy_helper.from_array(np.asarray(v, np.int64), k) for k, v in (("ax1", [1]), ("ax2", [2]))]
     initializers.append(numpy_helper.from_array(np.asarray(1e-6, np.float32), "eps"))
     nodes = [
-        helper.make_node("Gather", ["embedding", "input_ids"], ["emb"]),
+        helper.make_node("Gather", ["token_embedding", "input_ids"], ["emb"]),
         helper.make_node("MatMul", ["emb", "w1"], ["h0"]),
         helper.make_node("Add", ["h0", "b1"], ["h1"]),
         helper.make_node("Tanh", ["h1"], ["h"]),
@@ -71,6 +76,9 @@ def tiny_model(
         helper.make_tensor_value_info(n, TensorProto.INT64, ["batch", "seq"]) for n in ("input_ids", "attention_mask")
     ]
     outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", len(LABELS)])]
+    if embedding_output:
+        nodes.append(helper.make_node("Identity", ["pooled"], ["embedding"]))
+        outputs.append(helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["batch", HIDDEN]))
     graph = helper.make_graph(nodes, "tiny_router", inputs, outputs, initializers)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="intentcraft-tests")
     model.ir_version = 9
@@ -78,15 +86,18 @@ def tiny_model(
     return model
 
 
-def write_model(path: Path, int8: bool = False, bias: list[float] | None = None) -> Path:
+def write_model(
+    path: Path, int8: bool = False, bias: list[float] | None = None, embedding_output: bool = False
+) -> Path:
     """Write the tiny model to ``path`` (INT8 via ``quantize_dynamic`` when asked)."""
+    model = tiny_model(bias, embedding_output=embedding_output)
     if not int8:
-        onnx.save(tiny_model(bias), path)
+        onnx.save(model, path)
         return path
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     float_path = path.with_name(path.stem + ".float.onnx")
-    onnx.save(tiny_model(bias), float_path)
+    onnx.save(model, float_path)
     quantize_dynamic(float_path, path, weight_type=QuantType.QInt8)
     float_path.unlink()
     return path
@@ -128,11 +139,17 @@ def default_calibration(**changes: Any) -> dict[str, Any]:
 
 
 def write_bundle(
-    directory: Path, model: Path, calibration: dict[str, Any] | None = None, labels: list[str] | None = None
+    directory: Path,
+    model: Path,
+    calibration: dict[str, Any] | None = None,
+    labels: list[str] | None = None,
+    ood_arrays: Any = None,
 ) -> Path:
-    """A complete bundle in ``directory`` with checksums."""
+    """A complete bundle in ``directory`` with checksums (``ood_arrays``, a ``MahalanobisArrays``: ``ood.npz``)."""
     directory.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(model, directory / "model.onnx")
+    if ood_arrays is not None:
+        ood_arrays.save(directory / "ood.npz")
     shutil.copyfile(tokenizer_path(), directory / "tokenizer.json")
     files = {
         "labels.json": {"labels": labels or LABELS},
