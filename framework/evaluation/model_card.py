@@ -93,8 +93,12 @@ def render_card(recipe: Any, manifests: dict[str, dict[str, Any]], data_counts: 
         "zeros where listed; one text per batch for results that do not depend on batch neighbours), read `logits`. "
         "Calibrated probabilities are `softmax(logits / temperature)` "
         "with `temperature` from `calibration.json`; accept the top intent when its probability is at least "
-        "`thresholds[intent]` and `global_threshold`, otherwise route to `fallback_intent`. Labels are in "
-        "`labels.json`, in logit order. `checksums.json` holds the SHA-256 of every file.",
+        "`thresholds[intent]` (`global_threshold` for an intent without one) and, where `calibration.json` has an "
+        "`ood` section, its out-of-distribution score is at most `ood.threshold`; otherwise route to "
+        "`fallback_intent`. The scores: `mahalanobis`, `min_k |x @ whitening - means[k]|^2` with `x` the graph's "
+        "`embedding` output and both arrays from `ood.npz`; `energy`, `-T logsumexp(logits / T)`; `max_softmax`, "
+        "one minus the top probability. Labels are in `labels.json`, in logit order. `checksums.json` holds the "
+        "SHA-256 of every file.",
         "",
     ]
     return "\n".join(lines)

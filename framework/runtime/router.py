@@ -209,21 +209,20 @@ class Router:
         signals = self._abstain_signals(predicted, confidence, score)
         runners_up = [(self.info.labels[j], float(probabilities[j])) for j in order[1:]]
         if not signals:
-            return RouteResult(
-                text, predicted, predicted, confidence, "accept", "meets the thresholds", runners_up, None, score
-            )
+            accepted = "meets the thresholds"
+            return RouteResult(text, predicted, predicted, confidence, "accept", accepted, runners_up, ood_score=score)
         reason = "; ".join(signals.values())
+        fallback = self.fallback_intent
         return RouteResult(
             text,
-            self.fallback_intent,
+            fallback,
             predicted,
             confidence,
             "abstain",
             reason,
             runners_up,
-            None,
-            score,
-            tuple(signals),
+            ood_score=score,
+            abstained_by=tuple(signals),
         )
 
     def _abstain_signals(self, predicted: str, confidence: float, score: float | None) -> dict[Signal, str]:
@@ -261,7 +260,7 @@ class Router:
         return results
 
     def _nothing_predicted(self, text: str, reason: str, signal: Signal, error: str | None = None) -> RouteResult:
-        return RouteResult(text, self.fallback_intent, None, 0.0, "abstain", reason, [], error, None, (signal,))
+        return RouteResult(text, self.fallback_intent, None, 0.0, "abstain", reason, [], error, abstained_by=(signal,))
 
     @property
     def _wants_embeddings(self) -> bool:

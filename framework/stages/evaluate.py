@@ -150,7 +150,8 @@ def run_evaluate(run: StageRun) -> EvaluateFacts:
     write_jsonl(
         run.work_dir / "predictions.jsonl",
         [
-            {"id": row["id"], "intent": row["intent"], **result.to_dict()}
+            # ``intent`` is the router's route (RouteResult's); ``true_intent`` the row's label
+            {"id": row["id"], "true_intent": row["intent"], **result.to_dict()}
             for row, result in zip(rows, results, strict=True)
         ],
     )

@@ -41,10 +41,18 @@ def rows_wanted(recipe: ValidatedRecipe) -> dict[str, dict[str, int]]:
     from_data = set(recipe.derived.added) if recipe.derived else set()
     for intent, spec in config.intents.items():
         total = round(config.generate.samples_per_intent * spec.weight)
-        for name, count in allocate(total, shares).items():
+        # a generator whose params say it makes no rows of this intent (``generates_for``) takes no share of them
+        covering = {name: share for name, share in shares.items() if _params_cover(recipe.generators[name], spec)}
+        counts = allocate(total, covering) if covering else {}
+        for name in shares:
             asked = intent not in from_data or generates_for(recipe.generators[name].spec.name, spec)
-            wanted[name][intent] = count if asked else 0
+            wanted[name][intent] = counts.get(name, 0) if asked else 0
     return wanted
+
+
+def _params_cover(bound: BoundPlugin, spec: IntentSpec) -> bool:
+    hook = getattr(bound.params, "generates_for", None)
+    return bool(hook(spec)) if callable(hook) else True
 
 
 def generates_for(plugin: str, spec: IntentSpec) -> bool:
@@ -98,8 +106,12 @@ def _run_source(run: StageRun, name: str, bound: BoundPlugin) -> list[dict[str, 
 
 
 def source_files(recipe: ValidatedRecipe) -> dict[str, Path]:
-    """Every file the recipe's sources read, labelled by source (their bytes feed the generate fingerprint)."""
+    """Every file the recipe's sources and generators read (their params' ``files()``), labelled by source or
+    generator: their bytes feed the generate fingerprint."""
     files: dict[str, Path] = {}
+    for name, bound in recipe.generators.items():
+        lister = getattr(bound.params, "files", None)
+        files |= labelled_files(f"generators.{name}", [Path(path) for path in (lister() if callable(lister) else [])])
     for name, bound in recipe.sources.items():
         lister = getattr(bound.params, "files", None)
         listed = lister() if callable(lister) else []

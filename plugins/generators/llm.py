@@ -48,6 +48,16 @@ Write {{ n }} queries that a user might type when their intent is "{{ intent }}"
 {% endfor %}Vary the wording, the length and the vocabulary. Answer with a JSON object {"queries": [...]} \
 holding {{ n }} strings."""
 PROMPT_VARIABLES = {"intent", "description", "examples", "axes", "n"}
+NEGATIVES_PROMPT = """\
+A router sends each request that a user types into this product to one of these intents:
+{% for item in in_scope %}- {{ item.name }}: {{ item.description }}
+{% endfor %}Write {{ n }} requests a user of this product might send that none of these intents covers: \
+off-topic questions, chit-chat, requests meant for other products or services, and vague messages that name \
+nothing these intents act on.
+{% for name, value in axes.items() %}{{ name | capitalize }}: {{ value }}
+{% endfor %}Vary the wording, the length and the vocabulary. Answer with a JSON object {"queries": [...]} \
+holding {{ n }} strings."""
+NEGATIVES_VARIABLES = PROMPT_VARIABLES | {"in_scope"}
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -120,6 +130,10 @@ class LLMParams(PluginParams):
             combinations. The prompt sees the drawn values as ``axes``.
         prompt: jinja2 template (sandboxed) of the user prompt; it sees ``intent``, ``description``,
             ``examples``, ``axes`` and ``n`` (rows wanted from the request).
+        negatives: The out-of-scope intent's records use ``negatives_prompt`` instead of ``prompt``: off-topic
+            requests written from the in-scope intents' descriptions rather than from the fallback's own.
+        negatives_prompt: jinja2 template for those records; it also sees ``in_scope``, a list of
+            ``{name, description}`` of every other intent (its examples where it has no description).
         system: System prompt (None: none).
         task: The ``llm_tasks`` plugin run per record (``queries``: one request; ``paraphrased``: two steps).
         task_options: Free-form settings handed to custom tasks as ``record.options``.
@@ -143,6 +157,8 @@ class LLMParams(PluginParams):
     fallback: list[str] = Field(default_factory=list)
     axes: dict[str, list[str]] = Field(default_factory=dict)
     prompt: str = PROMPT
+    negatives: bool = False
+    negatives_prompt: str = NEGATIVES_PROMPT
     system: str | None = SYSTEM
     task: str = "queries"
     task_options: dict[str, Any] = Field(default_factory=dict)
@@ -174,6 +190,14 @@ class LLMParams(PluginParams):
     def check_recipe(self, config: RecipeConfig) -> list[tuple[str, str]]:
         """The prompt renders in the sandbox with only known variables; the task exists; intents are described."""
         issues = _prompt_issues(self.prompt)
+        if self.negatives:
+            issues += [
+                ("negatives_prompt", why) for _, why in _prompt_issues(self.negatives_prompt, NEGATIVES_VARIABLES)
+            ]
+            if config.fallback_intent is None:
+                issues.append(
+                    ("negatives", "no intent sets out_of_scope: true, so there is no intent to write negatives for")
+                )
         try:
             llm_tasks.resolve(self.task)
         except UnknownPlugin as exc:
@@ -184,15 +208,16 @@ class LLMParams(PluginParams):
         return issues
 
 
-def _prompt_issues(source: str) -> list[tuple[str, str]]:
+def _prompt_issues(source: str, allowed_variables: set[str] = PROMPT_VARIABLES) -> list[tuple[str, str]]:
     env = make_environment(limits=PROMPT_LIMITS)
     try:
-        unknown = template_variables(env, source) - PROMPT_VARIABLES
+        unknown = template_variables(env, source) - allowed_variables
         if unknown:
-            allowed = ", ".join(sorted(PROMPT_VARIABLES))
+            allowed = ", ".join(sorted(allowed_variables))
             used = ", ".join(sorted(unknown))
             return [("prompt", f"the prompt uses {used}; it may use {allowed} (axis values are axes.NAME)")]
-        env.from_string(source).render(intent="x", description="x", examples=["x"], axes={"style": "x"}, n=1)
+        sample = {"in_scope": [{"name": "x", "description": "x"}]} if "in_scope" in allowed_variables else {}
+        env.from_string(source).render(intent="x", description="x", examples=["x"], axes={"style": "x"}, n=1, **sample)
     except jinja2.exceptions.SecurityError as exc:
         return [("prompt", f"the prompt is refused by the sandbox: {exc}")]
     except TemplateLimitError as exc:
@@ -215,15 +240,24 @@ def build_records(params: LLMParams, ctx: GenerateContext) -> list[TaskRecord]:
     """Every record of every intent, in a fixed order, each with its model, axes and rendered prompt."""
     env = make_environment(limits=PROMPT_LIMITS)
     template = env.from_string(params.prompt)
+    negatives = env.from_string(params.negatives_prompt) if params.negatives else None
+    in_scope = [
+        {"name": name, "description": spec.description or "; ".join(spec.examples[:3])}
+        for name, spec in ctx.intents.items()
+        if not spec.out_of_scope
+    ]
     roulette = ModelRoulette([m.spec() for m in params.models])
     records = []
     for intent, spec in ctx.intents.items():
+        prompt = negatives if negatives is not None and spec.out_of_scope else template
         wanted = params.rows_per_intent or ctx.counts.get(intent, 0)
         rotation = axis_rotation(params.axes, make_rng(ctx.seed, "axes", intent))
         for index in range(-(-wanted // params.rows_per_request)):
             n = min(params.rows_per_request, wanted - index * params.rows_per_request)
             axes = rotation[index % len(rotation)]
             variables = {"intent": intent, "description": spec.description, "examples": spec.examples, "axes": axes}
+            if prompt is negatives:
+                variables["in_scope"] = in_scope
             record = GenerationRecord(
                 key=f"{intent}:{index:05d}",
                 intent=intent,
@@ -233,7 +267,7 @@ def build_records(params: LLMParams, ctx: GenerateContext) -> list[TaskRecord]:
                 index=index,
                 n=n,
                 seed=derive_seed(ctx.seed, intent, index),
-                prompt=_render_prompt(template, ctx.name, {**variables, "n": n}),
+                prompt=_render_prompt(prompt, ctx.name, {**variables, "n": n}),
                 system=params.system,
                 options=params.task_options,
             )

@@ -76,7 +76,9 @@ class TemplateParams(PluginParams):
 
 
 @dataclass(frozen=True)
-class _Template:
+class CompiledTemplate:
+    """A template compiled in the sandbox: its position in the intent, its source and the slots it uses."""
+
     index: int
     source: str
     compiled: jinja2.Template
@@ -90,14 +92,14 @@ class _Stream:
     count: int
 
 
-class _Renderer:
+class TemplateRenderer:
     """One sandboxed environment per run; its ``random`` filter draws from the current row's RNG."""
 
     def __init__(self) -> None:
         self.rng = random.Random(0)
         self.env = make_environment(self.rng)
 
-    def compile(self, intent: str, sources: list[str], slots: dict[str, list[str]]) -> list[_Template]:
+    def compile(self, intent: str, sources: list[str], slots: dict[str, list[str]]) -> list[CompiledTemplate]:
         """Parse and compile every template of an intent once; each slot it uses must have values."""
         templates = []
         for index, source in enumerate(sources):
@@ -110,11 +112,11 @@ class _Renderer:
             if empty:
                 cause = jinja2.UndefinedError(f"slot {empty[0]!r} has no values for this intent")
                 raise _template_error(intent, index, source, cause)
-            templates.append(_Template(index, source, compiled, variables))
+            templates.append(CompiledTemplate(index, source, compiled, variables))
         return templates
 
     def render(
-        self, intent: str, template: _Template, slots: dict[str, list[str]], seed_parts: tuple[object, ...]
+        self, intent: str, template: CompiledTemplate, slots: dict[str, list[str]], seed_parts: tuple[object, ...]
     ) -> tuple[str, dict[str, str]]:
         """Reseed the row RNG, draw one value per slot the template uses, render and tidy whitespace."""
         self.rng.seed(derive_seed(*seed_parts))
@@ -135,11 +137,11 @@ class _IntentJob:
     """Everything needed to produce one intent's rows; ``seen`` holds normalised texts produced."""
 
     intent: str
-    templates: list[_Template]
+    templates: list[CompiledTemplate]
     slots: dict[str, list[str]]
     params: TemplateParams
     ctx: GenerateContext
-    renderer: _Renderer
+    renderer: TemplateRenderer
     seen: set[str] = field(default_factory=set)
 
 
@@ -161,7 +163,7 @@ def _schedule(rng: random.Random, n_templates: int) -> Iterator[int]:
 
 def _draw(
     job: _IntentJob, stream: _Stream, position: int, template_index: int, augmented: bool
-) -> tuple[_Template, str, dict[str, str], list[str]] | None:
+) -> tuple[CompiledTemplate, str, dict[str, str], list[str]] | None:
     """Try up to ``max_attempts`` draws for one row; ``None`` when each gave an empty or seen text.
 
     The first half of the attempts use the scheduled template, the rest rotate through the others so an
@@ -245,7 +247,7 @@ def _with_progress(rows: Iterator[dict[str, Any]], advance: Callable[[int], None
 
 def _jobs(params: TemplateParams, ctx: GenerateContext) -> list[tuple[_IntentJob, int]]:
     """Compile every intent's templates up front, so a bad template fails before any row is written."""
-    renderer, jobs = _Renderer(), []
+    renderer, jobs = TemplateRenderer(), []
     for intent, count in ctx.counts.items():
         if intent not in ctx.intents:
             raise ValueError(f"template generator asked for rows of unknown intent {intent!r}")

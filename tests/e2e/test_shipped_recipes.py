@@ -56,8 +56,9 @@ def _manifest(outputs: Path, stage: str) -> dict:
 def _check_model_stages_and_bundle(outputs: Path, test_rows: list[dict], summary: str) -> None:
     """Training, export, calibration, evaluation and the shipped bundle did their work, not only exited 0.
 
-    Floors are well below what the default recipe measures (eval accuracy 0.997, test accuracy 0.994, ECE
-    0.055 -> 0.003, 23.0 MB) and far above what a broken stage gives (1/8 accuracy for a random router).
+    Floors are well below what the default recipe measures (eval accuracy 0.998, test accuracy 0.992, eval
+    NLL 0.0050 -> 0.0044 and ECE 0.0019 against a chance-level 95th percentile of 0.0036, 22.8 MB) and far
+    above what a broken stage gives (1/8 accuracy for a random router).
     """
     train = _manifest(outputs, "train")["train"]
     epochs = train["epochs_run"]
@@ -67,7 +68,9 @@ def _check_model_stages_and_bundle(outputs: Path, test_rows: list[dict], summary
     export = _manifest(outputs, "export")["export"]
     assert export["accuracy_drop"] <= export["max_accuracy_drop"] and export["parity_max_abs_diff"] < 1e-3, export
     calibration = _manifest(outputs, "calibrate")["calibration"]
-    assert calibration["ece_after"] < calibration["ece_before"], calibration
+    # Temperature scaling minimises eval NLL, so NLL cannot rise; ECE may move either way once it is at noise level.
+    assert calibration["nll_after"] <= calibration["nll_before"], calibration
+    assert calibration["ece_after"] <= calibration["ece_noise_p95"], calibration
     evaluate = _manifest(outputs, "evaluate")
     assert sum(evaluate["decisions"].values()) == len(test_rows)
     assert evaluate["evaluation"]["all"]["accuracy"] >= 0.95

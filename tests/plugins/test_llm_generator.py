@@ -6,13 +6,14 @@ Every request goes to ``tests/assets/llm_server.py`` on 127.0.0.1; no other addr
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from framework.redact import REDACTED
-from tests.assets.llm_server import Faults, LLMServer
+from tests.assets.llm_server import Faults, LLMServer, default_answer
 from tests.conftest import ASSETS, llm_base_overrides, run_cli
 
 RECIPE = ASSETS / "recipes" / "tiny_llm.yaml"
@@ -242,3 +243,24 @@ def test_the_openai_compatible_transport_needs_an_api_base(tmp_path: Path, serve
     assert "generate.generators.llm.models[0]: transport" in result.stderr
     assert "set api_base to its URL" in result.stderr
     assert server.stats.requests == 0
+
+
+def test_negatives_true_asks_for_off_topic_requests_for_the_out_of_scope_intent_only(tmp_path: Path) -> None:
+    """``negatives: true`` through the CLI: the out-of-scope intent's requests carry the prompt built from the
+    in-scope intents' descriptions, the other intents' requests do not, and the answers land as its rows."""
+    prompts: list[str] = []
+
+    def recording(model: str, messages: list[dict], seed: int | None = None) -> str:
+        prompts.append(next(m["content"] for m in reversed(messages) if m.get("role") == "user"))
+        return default_answer(model, messages, seed)
+
+    with LLMServer(Faults(latency=0.005, seed=7), responder=recording) as server:
+        result = run(tmp_path, server, "--until", "generate", "+generate.generators.llm.negatives=true")
+    assert result.returncode == 0, result.stderr
+    negative = [prompt for prompt in prompts if "none of these intents covers" in prompt]
+    assert len(negative) == RECORDS // 3 and len(prompts) == RECORDS
+    for prompt in negative:
+        assert "- FindCallers: Who calls or uses a given function." in prompt and "- Ambiguous" not in prompt
+        assert "Vague requests the router should not route." not in prompt
+    rows = read_lines(generate_dir(tmp_path) / "rows.jsonl")
+    assert Counter(row["intent"] for row in rows) == {"FindCallers": 40, "SymbolQuery": 40, "Ambiguous": 40}

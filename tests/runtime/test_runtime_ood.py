@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +17,7 @@ from framework.runtime import BundleError, Router, write_checksums
 from framework.runtime.ood import MahalanobisArrays, energy_score, mahalanobis_score, max_softmax_score, ood_scores
 from tests.runtime.tiny_bundle import FALLBACK, HIDDEN, TEXTS, BundleFactory, default_calibration
 
+REPO = Path(__file__).resolve().parents[2]
 NO_THRESHOLDS = default_calibration(thresholds={}, global_threshold=0.0)
 
 
@@ -194,3 +197,17 @@ def test_ood_scores_dispatches_and_names_what_mahalanobis_lacks() -> None:
     assert ood_scores("energy", logits, 1.0)[0] == energy_score(logits, 1.0)[0]
     with pytest.raises(ValueError, match="needs the model's embedding output"):
         ood_scores("mahalanobis", logits, 1.0)
+
+
+def test_the_ood_score_needs_no_torch(make_bundle: BundleFactory, tiny_models: dict) -> None:
+    bundle = _ood_bundle(make_bundle, tiny_models, "torchless")
+    script = (
+        "import sys\n"
+        "from framework.runtime import Router\n"
+        f"result = Router.load({str(bundle)!r}).predict('who calls authenticate_user')[0]\n"
+        "assert result.ood_score is not None, result\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers', 'sklearn', 'scipy'))\n"
+        "assert not heavy, heavy\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr

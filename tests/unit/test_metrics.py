@@ -14,6 +14,7 @@ from framework.evaluation.metrics import (
     evaluate_rows,
     evidence_label,
     plot_confusion_matrix,
+    plot_ood_scores,
     routed_report,
     split_by_evidence,
     worst_misclassified,
@@ -197,3 +198,23 @@ def test_evaluate_rows_reports_held_out_calibration_of_the_confidences() -> None
     assert held_out["ece_bins"] == 10 and 0 < held_out["ece_noise_mean"] <= held_out["ece_noise_p95"]
     overconfident = evaluate_rows(rows, y_pred, [1.0] * 10, None, None, LABELS, "oos")["all"]["calibration"]
     assert overconfident["ece"] == pytest.approx(0.2)
+
+
+def test_evaluate_rows_measures_the_ood_score_against_the_fallback_rows(tmp_path: Path) -> None:
+    rows = [make_row("a", text="1"), make_row("b", text="2"), make_row("oos", text="3"), make_row("oos", text="4")]
+    scores = [1.0, 3.0, 2.0, 9.0]  # one out-of-scope row scores below an in-scope one
+    result = evaluate_rows(
+        rows, ["a", "b", "a", "oos"], [0.9] * 4, None, None, LABELS, "oos", ood_scores=scores, ood_threshold=2.5
+    )
+    ood = result["all"]["ood"]
+    assert (ood["in_scope"], ood["out_of_scope"]) == (2, 2)
+    assert ood["auroc"] == 0.75  # pairs (in, out) ranked right: (1,2) (1,9) (3,9), not (3,2)
+    assert ood["in_scope_kept"] == 0.5 and ood["out_of_scope_caught"] == 0.5  # 3.0 > 2.5 abstains; 2.0 is kept
+    no_fallback = evaluate_rows(rows[:2], ["a", "b"], [0.9] * 2, None, None, LABELS, None, ood_scores=scores[:2])
+    assert "ood" not in no_fallback["all"]  # nothing to separate without an out-of-scope intent
+    with pytest.raises(ValueError, match="lengths differ"):
+        evaluate_rows(rows, ["a"] * 4, [0.9] * 4, None, None, LABELS, "oos", ood_scores=scores[:3])
+    inside = [False] * 200 + [True] * 50
+    values = [float(v) for v in range(1, 201)] + [float(v) * 100 for v in range(1, 51)]
+    png = plot_ood_scores(values, inside, 150.0, tmp_path / "ood.png", "scores")
+    assert min(png_size(png)) >= 400 and not list(tmp_path.rglob("*.tmp"))
