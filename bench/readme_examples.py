@@ -57,8 +57,23 @@ def route(bundle: Path, queries: list[str], recipe: str | None = None) -> list[R
         raise SystemExit(f"{bundle} is a bundle of {router.info.manifest.recipe}; README's table is of {recipe}")
     results = router.predict(queries)
     return [
-        Routed(q, r.predicted or "", round(r.confidence, 3), r.decision) for q, r in zip(queries, results, strict=True)
+        Routed(q, r.predicted or "", round(r.confidence, 3), decision_words(r.decision, r.abstained_by))
+        for q, r in zip(queries, results, strict=True)
     ]
+
+
+SIGNAL_WORDS = {
+    "fallback_intent": "out-of-scope intent",
+    "confidence": "confidence",
+    "out_of_distribution": "OOD score",
+}
+
+
+def decision_words(decision: str, signals: tuple[str, ...]) -> str:
+    """``accept``, or ``abstain`` with the signals that abstained, e.g. ``abstain (confidence, OOD score)``."""
+    if decision == "accept" or not signals:
+        return decision
+    return f"{decision} ({', '.join(SIGNAL_WORDS.get(signal, signal) for signal in signals)})"
 
 
 def render(rows: list[Routed]) -> str:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
-from bench.readme_examples import README, check, read_block, write
+from bench.readme_examples import README, check, decision_words, read_block, write
 from tests.runtime.tiny_bundle import TEXTS
 
 TEMPLATE = "intro\n\n<!-- routed: tiny -->\n{table}<!-- /routed -->\n\nafter\n"
@@ -32,8 +33,11 @@ def test_written_table_is_what_the_router_says_and_then_checks_clean(bundle: Pat
     results = Router.load(bundle).predict(TEXTS[:3])
     assert recipe == "tiny"
     assert [(r.query, r.predicted, r.decision) for r in rows] == [
-        (t, res.predicted, res.decision) for t, res in zip(TEXTS[:3], results, strict=True)
+        (t, res.predicted, decision_words(res.decision, res.abstained_by))
+        for t, res in zip(TEXTS[:3], results, strict=True)
     ]
+    assert decision_words("abstain", ("confidence", "out_of_distribution")) == "abstain (confidence, OOD score)"
+    assert decision_words("abstain", ("fallback_intent",)) == "abstain (out-of-scope intent)"
     assert [r.confidence for r in rows] == pytest.approx([res.confidence for res in results], abs=5e-4)
     assert check(bundle, readme) == []
 
@@ -58,4 +62,5 @@ def test_a_bundle_of_another_recipe_is_refused(bundle: Path, tmp_path: Path) -> 
 def test_the_project_readme_has_a_table_of_the_default_recipe() -> None:
     recipe, rows = read_block(README.read_text(encoding="utf-8"))
     assert recipe == "code_search" and len(rows) >= 4
-    assert all(row.decision in ("accept", "abstain") and 0 < row.confidence <= 1 for row in rows)
+    signals = r"( \((out-of-scope intent|confidence|OOD score)(, (confidence|OOD score))?\))"
+    assert all(re.fullmatch(f"accept|abstain{signals}", row.decision) and 0 < row.confidence <= 1 for row in rows)
