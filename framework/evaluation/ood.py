@@ -61,7 +61,11 @@ def fit_mahalanobis(embeddings: np.ndarray, label_ids: np.ndarray, classes: Sequ
     centred = x[rows] - means[[index[int(c)] for c in label_ids[rows]]]
     covariance = LedoitWolf(assume_centered=True).fit(centred).covariance_
     # W with W @ W.T = inverse covariance: the inverse of the Cholesky factor, transposed
-    factor = np.linalg.cholesky(covariance)
+    try:
+        factor = np.linalg.cholesky(covariance)
+    except np.linalg.LinAlgError:  # rows that do not vary around their means (one per class): a small ridge
+        ridge = max(1e-12, 1e-6 * float(np.trace(covariance)) / len(covariance))
+        factor = np.linalg.cholesky(covariance + np.eye(len(covariance)) * ridge)
     whitening = np.linalg.inv(factor).T
     return MahalanobisArrays.as_stored(means @ whitening, whitening)
 

@@ -191,6 +191,11 @@ class Router:
         """One text's out-of-distribution score (``runtime.ood``), or None when the bundle has no ``ood`` section."""
         if self.ood is None:
             return None
+        if embedding is None and self.ood.method == "mahalanobis":
+            raise ValueError(
+                "this bundle's out-of-distribution score is mahalanobis: pass the text's pooled sentence embedding "
+                "(the model's second output) as embedding="
+            )
         rows = None if embedding is None else np.asarray(embedding)[None, :]
         return float(
             ood_scores(self.ood.method, np.asarray(logits)[None, :], self.temperature, rows, self.ood_arrays)[0]

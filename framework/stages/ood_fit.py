@@ -50,7 +50,8 @@ def fit_ood(
     temperature: float,
     evaluated: EvalOutputs,
 ) -> OodFacts:
-    """Fit ``method`` (and, for comparison, every other score the model allows), write ``ood.npz`` for
+    """Fit ``method`` (and, for comparison, the logit scores energy and max-softmax; Mahalanobis, which costs a
+    pass over the train split, only when it is the method), write ``ood.npz`` for
     Mahalanobis and the eval scores, and return the facts with the threshold for ``calibration.json``."""
     arrays, fit_rows = None, 0
     if evaluated.embeddings is not None:
@@ -106,13 +107,13 @@ def _fit_mahalanobis(
     """Class means and shared covariance of the train split's in-scope embeddings, and the rows fitted on."""
     labels = trained_labels(run)
     rows = [row for row in split_rows(run, "train") if labels.index(row["intent"]) != fallback_id]
-    _, embeddings = model_outputs(run, model, rows, "calibrate: train", embeddings=True)
-    assert embeddings is not None
-    label_ids = np.array([labels.index(row["intent"]) for row in rows], dtype=np.int64)
-    classes = [c for c in range(len(labels)) if c != fallback_id]
     if not rows:
         raise StageError(
             "calibrate: the train split has no in-scope rows to fit the Mahalanobis score on; set "
             "calibrate.ood.method to energy, max_softmax or none."
         )
+    _, embeddings = model_outputs(run, model, rows, "calibrate: train", embeddings=True)
+    assert embeddings is not None
+    label_ids = np.array([labels.index(row["intent"]) for row in rows], dtype=np.int64)
+    classes = [c for c in range(len(labels)) if c != fallback_id]
     return fit_mahalanobis(embeddings, label_ids, classes), len(rows)

@@ -54,6 +54,14 @@ def test_mahalanobis_matches_the_textbook_formula() -> None:
     assert mahalanobis_score(means[:1] + 100, arrays.means, arrays.whitening)[0] > expected.max()
 
 
+def test_one_row_per_class_still_fits_a_finite_score() -> None:
+    # every row is its class's mean: the centred rows are all zero and Ledoit-Wolf returns a zero covariance
+    x = np.random.default_rng(0).normal(0, 1, (3, 5))
+    arrays = fit_mahalanobis(x, np.arange(3), range(3))
+    scores = mahalanobis_score(np.vstack([x, x[:1] + 1.0]), arrays.means, arrays.whitening)
+    assert np.isfinite(scores).all() and scores[-1] > scores[:3].max()
+
+
 def test_threshold_keeps_the_recall_and_detection_measures_both_sides() -> None:
     inside = np.arange(100, dtype=float)
     assert threshold_for_recall(inside, 0.98) == 97.0  # 98 of the 100 scores lie at or below it
@@ -125,6 +133,16 @@ def test_router_abstains_on_the_ood_score_and_says_which_signal(make_bundle: Bun
         and result.abstained_by == ("confidence", "out_of_distribution")
         and "; out of distribution" in result.reason
     )
+
+
+def test_route_logits_without_the_embedding_names_the_argument(make_bundle: BundleFactory, tiny_models: dict) -> None:
+    router = Router.load(_ood_bundle(make_bundle, tiny_models, "logits"))
+    logits, pooled = router.classifier.outputs(TEXTS[:1])
+    assert pooled is not None
+    with pytest.raises(ValueError, match=r"pass the text's pooled sentence embedding .* as embedding="):
+        router.route_logits(TEXTS[0], logits[0])
+    routed = router.route_logits(TEXTS[0], logits[0], embedding=pooled[0])
+    assert routed.ood_score == router.predict(TEXTS[0])[0].ood_score
 
 
 def test_energy_needs_no_arrays_and_no_embedding_output(make_bundle: BundleFactory) -> None:

@@ -218,3 +218,5 @@ def test_evaluate_rows_measures_the_ood_score_against_the_fallback_rows(tmp_path
     values = [float(v) for v in range(1, 201)] + [float(v) * 100 for v in range(1, 51)]
     png = plot_ood_scores(values, inside, 150.0, tmp_path / "ood.png", "scores")
     assert min(png_size(png)) >= 400 and not list(tmp_path.rglob("*.tmp"))
+    flat = plot_ood_scores([-2.0] * 6, [False] * 3 + [True] * 3, -2.0, tmp_path / "flat.png", "equal scores")
+    assert min(png_size(flat)) >= 400  # every score at the threshold: the bins still get a width
