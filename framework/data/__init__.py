@@ -1,1 +1,2 @@
-"""Rows and what makes them: the row format, dedupe, seeding and the sandboxed jinja2 templating."""
+"""Rows and what makes them: the row format, dedupe, seeding, allocation of rows to parts and the sandboxed
+jinja2 templating."""

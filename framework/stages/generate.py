@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from framework.config.schema import GeneratorSection, IntentSpec, SourceSection
+from framework.data.allocation import allocate
 from framework.data.seeding import derive_seed, make_rng
 from framework.errors import StageError, UserInputError
 from framework.io import write_jsonl
@@ -20,17 +21,6 @@ if TYPE_CHECKING:  # framework.config.check imports the targets, which import th
     from framework.config.check import BoundPlugin, ValidatedRecipe
 
 ROWS_FILE = "rows.jsonl"
-
-
-def allocate(total: int, shares: dict[str, float]) -> dict[str, int]:
-    """Split ``total`` rows between generators by share (largest remainder, deterministic)."""
-    weight = sum(shares.values())
-    exact = {name: total * share / weight for name, share in shares.items()}
-    counts = {name: int(value) for name, value in exact.items()}
-    leftovers = sorted(exact, key=lambda name: (counts[name] - exact[name], name))
-    for name in leftovers[: total - sum(counts.values())]:
-        counts[name] += 1
-    return counts
 
 
 def rows_wanted(recipe: ValidatedRecipe) -> dict[str, dict[str, int]]:

@@ -6,8 +6,8 @@ intent marked ``out_of_scope: true`` (and for no other), from two kinds, mixed b
 - ``packs``: requests to other products: every intent's templates of the other shipped intent packs
   (``recipes/intents/``), rendered with their own slots in the jinja2 sandbox. A pack that shares an intent
   name with the recipe is the recipe's own and is skipped; ``packs`` names the ones to use instead.
-- ``slots``: the recipe's own slot values recombined into nonsense: the words of two to four values of
-  different slots, shuffled, so the router meets its own vocabulary with no request behind it.
+- ``slots``: the recipe's own slot values recombined into nonsense: the words of two to four distinct values
+  drawn from all its slots, shuffled, so the router meets its own vocabulary with no request behind it.
 
 LLM-written negatives come from the ``llm`` generator's ``negatives`` switch (a prompt built from the in-scope
 intents' descriptions). Every draw is seeded from stable parts, so the rows are the same in every process.
@@ -30,12 +30,13 @@ import yaml
 from pydantic import Field, field_validator
 
 from framework.config.schema import IntentSpec, RecipeConfig
+from framework.data.allocation import allocate
 from framework.data.rows import normalize_text, row_id
 from framework.data.seeding import make_rng
 from framework.errors import StageError
 from framework.paths import shipped_recipes_dir
 from framework.plugin_api import GenerateContext
-from framework.plugins.generators.template import CompiledTemplate, TemplateRenderer
+from framework.plugins.generators._render import CompiledTemplate, TemplateRenderer
 from framework.registry import PluginParams, generators
 
 Kind = Literal["packs", "slots"]
@@ -96,15 +97,6 @@ class NegativesParams(PluginParams):
         """The pack files read (their bytes feed the generate stage's fingerprint); all shipped ones when
         ``packs`` is None, since which are skipped depends on the recipe."""
         return [str(packs_dir() / f"{name}.yaml") for name in (self.packs or shipped_packs())]
-
-
-def _allocate(total: int, kinds: dict[Kind, float]) -> dict[Kind, int]:
-    weight = sum(kinds.values())
-    counts: dict[Kind, int] = {kind: int(total * share / weight) for kind, share in kinds.items()}
-    leftover = total - sum(counts.values())
-    for kind in sorted(kinds, key=lambda k: -kinds[k])[:leftover]:
-        counts[kind] += 1
-    return counts
 
 
 PackTemplate = tuple[str, CompiledTemplate, dict[str, list[str]]]
@@ -189,7 +181,7 @@ def negatives(params: NegativesParams, ctx: GenerateContext) -> Iterator[dict[st
             raise StageError(f"the negatives generator was asked for rows of {intent}, which is not out of scope")
         seen: set[str] = set()
         produced = 0
-        counts = _allocate(count, params.kinds)
+        counts = allocate(count, params.kinds)
         streams = (
             _pack_rows(params, ctx, intent, counts["packs"], seen) if counts.get("packs") else iter(()),
             _slot_rows(ctx, intent, counts["slots"], seen) if counts.get("slots") else iter(()),

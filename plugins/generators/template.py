@@ -16,16 +16,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import jinja2
-import jinja2.runtime
 from pydantic import Field, field_validator, model_validator
 
 from framework.data.rows import normalize_text, row_id
-from framework.data.seeding import derive_seed, make_rng
-from framework.data.templating import make_environment, template_variables
-from framework.errors import StageError
+from framework.data.seeding import make_rng
 from framework.plugin_api import GenerateContext
 from framework.plugins.generators._augment import OP_NAMES, augment, protected_words
+from framework.plugins.generators._render import CompiledTemplate, TemplateRenderer
 from framework.registry import PluginParams, generators
 
 OpName = Literal["typo", "case", "punct", "drop", "swap"]
@@ -76,60 +73,10 @@ class TemplateParams(PluginParams):
 
 
 @dataclass(frozen=True)
-class CompiledTemplate:
-    """A template compiled in the sandbox: its position in the intent, its source and the slots it uses."""
-
-    index: int
-    source: str
-    compiled: jinja2.Template
-    variables: tuple[str, ...]
-
-
-@dataclass(frozen=True)
 class _Stream:
     label: StreamName | None
     seed: int
     count: int
-
-
-class TemplateRenderer:
-    """One sandboxed environment per run; its ``random`` filter draws from the current row's RNG."""
-
-    def __init__(self) -> None:
-        self.rng = random.Random(0)
-        self.env = make_environment(self.rng)
-
-    def compile(self, intent: str, sources: list[str], slots: dict[str, list[str]]) -> list[CompiledTemplate]:
-        """Parse and compile every template of an intent once; each slot it uses must have values."""
-        templates = []
-        for index, source in enumerate(sources):
-            try:
-                variables = tuple(sorted(template_variables(self.env, source)))
-                compiled = self.env.from_string(source)
-            except jinja2.TemplateError as exc:
-                raise _template_error(intent, index, source, exc) from exc
-            empty = [name for name in variables if not slots.get(name)]
-            if empty:
-                cause = jinja2.UndefinedError(f"slot {empty[0]!r} has no values for this intent")
-                raise _template_error(intent, index, source, cause)
-            templates.append(CompiledTemplate(index, source, compiled, variables))
-        return templates
-
-    def render(
-        self, intent: str, template: CompiledTemplate, slots: dict[str, list[str]], seed_parts: tuple[object, ...]
-    ) -> tuple[str, dict[str, str]]:
-        """Reseed the row RNG, draw one value per slot the template uses, render and tidy whitespace."""
-        self.rng.seed(derive_seed(*seed_parts))
-        values = {name: self.rng.choice(slots[name]) for name in template.variables}
-        try:
-            text = template.compiled.render(values)
-        except Exception as exc:  # whatever a recipe's template raises is the recipe's fault
-            raise _template_error(intent, template.index, template.source, exc) from exc
-        return " ".join(text.split()), values
-
-
-def _template_error(intent: str, index: int, source: str, exc: Exception) -> StageError:
-    return StageError(f"{intent}: template #{index} {source!r} cannot be rendered: {type(exc).__name__}: {exc}")
 
 
 @dataclass
