@@ -30,28 +30,18 @@ from typing import Any
 
 import numpy as np
 import yaml
+from _pipeline import build
 from _timing import time_each
 
 from framework.config.check import check_recipe
-from framework.config.compose import compose_recipe, resolve_recipe
 from framework.io import read_json, read_jsonl
 from framework.models import resolve_model
 from framework.pipeline.facts import BundleFacts, SplitFacts
-from framework.pipeline.runner import MANIFEST, Pipeline, facts_from_manifest
-from framework.pipeline.targets import target_stages
+from framework.pipeline.runner import MANIFEST, facts_from_manifest
 from framework.runtime import Router
 
 EMBED_BATCH = 64
 ABSTAINED = "<abstained>"  # a route to no intent (a recipe without an out-of-scope intent): always wrong
-
-
-def build(recipe_name: str, outputs: Path) -> tuple[dict[str, Path], Any]:
-    """Every stage of the recipe, built or reused from the cache: ``{stage: directory}`` and the recipe."""
-    ref = resolve_recipe([f"recipe={recipe_name}"])
-    recipe = check_recipe(compose_recipe(ref), str(ref.path))
-    pipeline = Pipeline(target_stages(recipe.config.target), recipe, outputs)
-    plans = pipeline.run(lambda plan, action: print(f"{plan.stage.name}: {action}", flush=True))
-    return {plan.stage.name: plan.directory for plan in plans}, recipe
 
 
 def split_rows(split_dir: Path) -> dict[str, list[dict[str, Any]]]:

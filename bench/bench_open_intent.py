@@ -27,13 +27,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _pipeline import build
 
-from framework.config.check import check_recipe
-from framework.config.compose import compose_recipe, resolve_recipe
 from framework.evaluation.ood import detection
 from framework.io import read_json
-from framework.pipeline.runner import MANIFEST, Pipeline
-from framework.pipeline.targets import target_stages
+from framework.pipeline.runner import MANIFEST
 from framework.runtime import Router
 from framework.runtime.ood import METHODS, ood_scores
 
@@ -81,15 +79,6 @@ def known_intents(labels: list[str], share: float, seed: int) -> list[str]:
     return sorted(order[: max(2, round(share * len(labels)))].tolist())
 
 
-def build(recipe_file: Path, outputs: Path) -> dict[str, Path]:
-    """Every stage of the recipe (or the cache's): ``{stage: directory}``."""
-    ref = resolve_recipe([f"recipe={recipe_file}"])
-    recipe = check_recipe(compose_recipe(ref), str(ref.path))
-    pipeline = Pipeline(target_stages(recipe.config.target), recipe, outputs)
-    plans = pipeline.run(lambda plan, action: print(f"  {plan.stage.name}: {action}", flush=True))
-    return {plan.stage.name: plan.directory for plan in plans}
-
-
 def measure(router: Router, calibrate: dict[str, Any], texts: list[str], out_of_scope: np.ndarray) -> dict[str, Any]:
     """Each score's detection metrics at its eval-fitted threshold, and the bundle's own decisions."""
     logits, pooled = router.classifier.outputs(texts)
@@ -124,7 +113,7 @@ def run_one(share: float, seed: int, outputs: Path, work: Path) -> dict[str, Any
     )
     print(f"{name}: {len(known)} known intents, {sum(r['category'] in known for r in train)} training rows")
     started = time.perf_counter()
-    stages = build(recipe_file, outputs)
+    stages, _ = build(recipe_file, outputs, indent="  ")
     seconds = time.perf_counter() - started
     router = Router.load(stages["bundle"] / "bundle")
     calibrate = read_json(stages["calibrate"] / MANIFEST)

@@ -24,27 +24,16 @@ from typing import Any
 
 import numpy as np
 import yaml
+from _pipeline import build
 from _timing import time_each
 
-from framework.config.check import check_recipe
-from framework.config.compose import compose_recipe, resolve_recipe
 from framework.evaluation.calibration import ece_noise
 from framework.io import read_json, read_jsonl
-from framework.pipeline.runner import Pipeline
-from framework.pipeline.targets import target_stages
 from framework.plugins.calibrators.temperature import calibration_errors, fit_temperature, softmax
 from framework.plugins.trainers._pooled import load_classifier
 from framework.runtime import Router
 from framework.runtime.onnx_classifier import OnnxTextClassifier
 from framework.stages.common import read_train_facts
-
-
-def build(recipe_name: str, outputs: Path) -> dict[str, Path]:
-    ref = resolve_recipe([f"recipe={recipe_name}"])
-    recipe = check_recipe(compose_recipe(ref), str(ref.path))
-    pipeline = Pipeline(target_stages(recipe.config.target), recipe, outputs)
-    plans = pipeline.run(lambda plan, action: print(f"{plan.stage.name}: {action}", flush=True))
-    return {plan.stage.name: plan.directory for plan in plans}
 
 
 def percentiles(samples: list[float]) -> tuple[float, float]:
@@ -168,7 +157,7 @@ def main() -> None:
     if args.run:
         dirs = {name: Path(stage["dir"]) for name, stage in read_json(args.run / "run.json")["stages"].items()}
     else:
-        dirs = build(args.recipe, args.outputs)
+        dirs, _ = build(args.recipe, args.outputs)
     bundle = dirs["bundle"] / "bundle"
     router = Router.load(bundle)
     labels = list(router.labels)
