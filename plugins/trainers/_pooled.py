@@ -10,6 +10,7 @@ either layout, so the exporter and the benchmarks load what the trainer saved.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -135,3 +136,78 @@ def init_head_from_class_means(model: PooledClassifier, embeddings: torch.Tensor
     if not all(present):  # a class without train rows would sit at the centre and win there: push it below the rest
         absent = torch.tensor([not p for p in present], device=model.classifier.bias.device)
         model.classifier.bias[absent] = model.classifier.bias[~absent].min() - 10.0
+
+
+LOGISTIC_C_GRID = (0.1, 1.0, 10.0, 100.0)
+"""Inverse L2 strengths tried by :func:`init_head_from_logistic` (picked on eval)."""
+
+
+@torch.no_grad()
+def init_head_from_logistic(
+    model: PooledClassifier,
+    train: tuple[torch.Tensor, torch.Tensor],
+    evals: tuple[torch.Tensor, torch.Tensor],
+    grid: tuple[float, ...] = LOGISTIC_C_GRID,
+    on_fit: Callable[[int], Any] | None = None,
+) -> float | None:
+    """Set the head to a multinomial logistic regression on the frozen embeddings (a linear probe; fine-tuning
+    from it is LP-FT, Kumar et al., ICLR 2022): fitted on the train rows for each C of ``grid``, keeping the one
+    with the lowest cross-entropy on the eval rows, so that fine-tuning starts from calibrated logits rather
+    than saturated ones (ties and an empty eval split keep the smaller C). Returns that C (None: the train rows
+    hold one class, and the class means set the head).
+
+    Args:
+        model: The classifier whose ``classifier`` layer is set.
+        train: (embeddings, label ids) of the train split.
+        evals: (embeddings, label ids) of the eval split; may be empty.
+        grid: The C values tried.
+        on_fit: Called with 1 after each fit (progress).
+    """
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    x, y = train[0].double().cpu().numpy(), train[1].cpu().numpy()
+    if len(np.unique(y)) < 2:  # nothing for a regression to separate
+        init_head_from_class_means(model, *train)
+        return None
+    eval_x, eval_y = evals[0].double().cpu().numpy(), evals[1].cpu().numpy()
+    scaler = StandardScaler().fit(x)  # lbfgs converges in far fewer steps on standardised features
+    best: tuple[float, float, Any] | None = None
+    for c in sorted(grid):
+        fitted = LogisticRegression(C=c, max_iter=2000).fit(scaler.transform(x), y)
+        loss = _eval_cross_entropy(fitted, scaler, eval_x, eval_y)
+        if best is None or loss < best[0]:
+            best = (loss, c, fitted)
+        if on_fit is not None:
+            on_fit(1)
+    assert best is not None
+    _, c, fitted = best
+    coef, intercept = fitted.coef_, fitted.intercept_
+    if len(fitted.classes_) == 2:  # scikit-learn keeps one row (class 1 against class 0): the softmax form halves it
+        coef, intercept = np.concatenate([-coef, coef]) / 2, np.concatenate([-intercept, intercept]) / 2
+    # on the raw embedding x: w . (x - m) / s + b = (w / s) . x + (b - w . m / s)
+    coef = coef / scaler.scale_
+    intercept = intercept - coef @ scaler.mean_
+    weight = torch.zeros_like(model.classifier.weight)
+    bias = torch.full_like(model.classifier.bias, float(intercept.min()) - 10.0)  # a class without train rows
+    rows = torch.as_tensor(fitted.classes_, dtype=torch.long, device=weight.device)
+    weight[rows] = torch.as_tensor(coef, dtype=weight.dtype, device=weight.device)
+    bias[rows] = torch.as_tensor(intercept, dtype=bias.dtype, device=bias.device)
+    model.classifier.weight.copy_(weight)
+    model.classifier.bias.copy_(bias)
+    return c
+
+
+def _eval_cross_entropy(fitted: Any, scaler: Any, x: Any, y: Any) -> float:
+    """Mean cross-entropy of a fitted scikit-learn classifier on the (scaled) eval rows of classes it was fitted
+    on; 0 when there are none."""
+    import numpy as np
+
+    column = {int(label): i for i, label in enumerate(fitted.classes_)}
+    known = np.array([int(label) in column for label in y], dtype=bool)
+    if not known.any():
+        return 0.0
+    probabilities = fitted.predict_proba(scaler.transform(x[known]))
+    picked = probabilities[np.arange(int(known.sum())), [column[int(label)] for label in y[known]]]
+    return float(-np.log(np.clip(picked, 1e-12, None)).mean())

@@ -21,7 +21,13 @@ from framework.io import atomic_write_json
 from framework.models import MINILM, hub_error, quiet_transformers, resolve_model
 from framework.plugin_api import TrainContext, TrainResult
 from framework.plugins.trainers._batching import Encoded, collate, encode, length_grouped_batches, sequential_batches
-from framework.plugins.trainers._pooled import PooledClassifier, checkpoint_pooling, init_head_from_class_means
+from framework.plugins.trainers._pooled import (
+    LOGISTIC_C_GRID,
+    PooledClassifier,
+    checkpoint_pooling,
+    init_head_from_class_means,
+    init_head_from_logistic,
+)
 from framework.registry import PluginParams, trainers
 
 
@@ -51,7 +57,8 @@ class EncoderParams(PluginParams):
             head on the ``[CLS]`` pooler; ``auto``: ``mean`` where the checkpoint's ``modules.json`` declares
             mean pooling, else ``cls_head``.
         head_init: With mean pooling, ``class_means`` starts the head as the Gaussian classifier of the frozen
-            embeddings (one pass over the train split); ``random`` as Hugging Face initialises heads.
+            embeddings (one pass over the train split); ``logistic`` as a logistic regression on them, its C
+            picked on eval (a linear probe, then fine-tuning: LP-FT); ``random`` as Hugging Face initialises heads.
         head_lr: Peak learning rate of the head (None: ``lr``).
     """
 
@@ -70,7 +77,7 @@ class EncoderParams(PluginParams):
     max_grad_norm: float | None = Field(default=1.0, gt=0)
     threads: int | None = Field(default=None, ge=1)
     pooling: Literal["auto", "mean", "cls_head"] = "auto"
-    head_init: Literal["class_means", "random"] = "class_means"
+    head_init: Literal["class_means", "logistic", "random"] = "class_means"
     head_lr: float | None = Field(default=None, gt=0, le=1)
 
 
@@ -223,6 +230,7 @@ class _Session:
     evals: Encoded
     rng: random.Random
     scaler: Any = None
+    head_c: float | None = None  # the logistic head's C, when head_init is logistic
 
     @property
     def pad_id(self) -> int:
@@ -247,18 +255,32 @@ def _prepare(
     session = _Session(
         params, model, tokenizer, origin, pooling, device, dtype, train, evals, random.Random(seed), scaler
     )
-    if isinstance(model, PooledClassifier) and params.head_init == "class_means":
+    if isinstance(model, PooledClassifier) and params.head_init != "random":
         _init_head(session, ctx)
     return session
 
 
-@torch.no_grad()
 def _init_head(session: _Session, ctx: TrainContext) -> None:
-    """Start the head from the frozen embeddings' class means (one pass over the train split)."""
-    model, data = session.model, session.train
+    """Start the head from the frozen embeddings: their class means, or a logistic regression on them."""
+    model = session.model
+    train = _frozen_embeddings(session, session.train, ctx, "train")
+    if session.params.head_init == "class_means":
+        init_head_from_class_means(model, *train)
+        return
+    evals = _frozen_embeddings(session, session.evals, ctx, "eval")
+    bar = ctx.task("train: logistic regression head, one fit per C", len(LOGISTIC_C_GRID), unit="fits")
+    session.head_c = init_head_from_logistic(model, train, evals, on_fit=bar)
+
+
+@torch.no_grad()
+def _frozen_embeddings(
+    session: _Session, data: Encoded, ctx: TrainContext, split: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(pooled embeddings, label ids) of one split under the untrained encoder (one pass)."""
+    model = session.model
     model.eval()
     batches = list(sequential_batches(data, 128))
-    bar = ctx.task("train: head from class means", len(batches), unit="batches")
+    bar = ctx.task(f"train: frozen embeddings of the {split} split", len(batches), unit="batches")
     pooled, label_ids = [], []
     for _, batch in _batches(data, batches, session.pad_id, session.device):
         with _autocast(session.device, session.dtype):
@@ -267,7 +289,10 @@ def _init_head(session: _Session, ctx: TrainContext) -> None:
             )
         label_ids.append(batch["labels"])
         bar(1)
-    init_head_from_class_means(model, torch.cat(pooled), torch.cat(label_ids))
+    if not pooled:
+        width = model.classifier.in_features
+        return torch.zeros((0, width), device=session.device), torch.zeros(0, dtype=torch.long, device=session.device)
+    return torch.cat(pooled), torch.cat(label_ids)
 
 
 def _train_epoch(session: _Session, optimizer: Any, scheduler: Any, bar: Any) -> float:
@@ -354,6 +379,7 @@ def encoder(train_rows: list[dict], eval_rows: list[dict], params: EncoderParams
         "model_origin": session.origin,
         "pooling": session.pooling,
         "head_init": params.head_init if session.pooling == "mean" else "random",
+        "head_c": session.head_c,
         "device": session.device.type,
         "precision": str(session.dtype or "fp32"),
         "threads": torch.get_num_threads(),

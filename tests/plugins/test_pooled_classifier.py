@@ -21,6 +21,7 @@ from framework.plugins.trainers._pooled import (
     PooledClassifier,
     checkpoint_pooling,
     init_head_from_class_means,
+    init_head_from_logistic,
     load_classifier,
 )
 from framework.plugins.trainers.encoder import EncoderParams, encoder, pooling_of
@@ -157,6 +158,52 @@ def test_a_class_without_train_rows_never_wins_after_the_init(tiny_encoder: Path
     assert (logits[:, 1] < logits[:, [0, 2]].min(1).values).all()
 
 
+def as_torch(x: np.ndarray, y: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.tensor(x, dtype=torch.float32), torch.tensor(y)
+
+
+def test_the_logistic_head_is_scikit_learns_probe_on_the_raw_embeddings(tiny_encoder: Path) -> None:
+    """The head computes the fitted logistic regression's probabilities on the unscaled embeddings (the scaler is
+    folded in), its C is the one with the lowest eval cross-entropy, a class without train rows never wins, and
+    two classes and one class work."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import log_loss
+    from sklearn.preprocessing import StandardScaler
+    from transformers import AutoModel
+
+    rng = np.random.default_rng(2)
+    centres = rng.normal(size=(4, 32)) * 0.8
+    train_y, eval_y = np.array([0, 1, 3] * 60), np.array([0, 1, 3] * 20)  # no row of class 2
+    train_x = centres[train_y] * 5 + rng.normal(size=(180, 32)) * 5 + 3  # far from standardised
+    eval_x = centres[eval_y] * 5 + rng.normal(size=(60, 32)) * 5 + 3
+    model = PooledClassifier(AutoModel.from_pretrained(tiny_encoder), ["A", "B", "C", "D"])
+    fits: list[int] = []
+    c = init_head_from_logistic(model, as_torch(train_x, train_y), as_torch(eval_x, eval_y), on_fit=fits.append)
+    scaler = StandardScaler().fit(train_x)
+    scored = {
+        grid_c: (LogisticRegression(C=grid_c, max_iter=2000).fit(scaler.transform(train_x), train_y))
+        for grid_c in (0.1, 1.0, 10.0, 100.0)
+    }
+    loss = {k: log_loss(eval_y, m.predict_proba(scaler.transform(eval_x)), labels=[0, 1, 3]) for k, m in scored.items()}
+    assert fits == [1, 1, 1, 1] and loss[c] == pytest.approx(min(loss.values()))
+    assert min(loss.values()) < max(loss.values())  # the grid's Cs differ on eval, so the choice is a real one
+    probes = np.concatenate([eval_x, rng.normal(size=(100, 32)) * 0.1 + 3])  # the centre, where class 2 would sit
+    logits = model.classifier(torch.tensor(probes, dtype=torch.float32)).detach()
+    expected = scored[c].predict_proba(scaler.transform(probes))
+    np.testing.assert_allclose(torch.softmax(logits.double(), 1)[:, [0, 1, 3]].numpy(), expected, atol=1e-4)
+    assert (logits.argmax(1) != 2).all()
+    binary = PooledClassifier(AutoModel.from_pretrained(tiny_encoder), ["A", "B"])
+    two = as_torch(train_x[train_y < 2], train_y[train_y < 2])
+    init_head_from_logistic(binary, two, as_torch(eval_x[:0], eval_y[:0]), grid=(1.0,))
+    standard = StandardScaler().fit(two[0].numpy()).transform(two[0].numpy())
+    want = LogisticRegression(C=1.0, max_iter=2000).fit(standard, two[1].numpy()).predict_proba(standard)
+    got = torch.softmax(binary.classifier(two[0]).detach().double(), 1).numpy()
+    np.testing.assert_allclose(got, want, atol=1e-4)
+    one = as_torch(train_x[train_y == 0], train_y[train_y == 0])  # one class: the class means set the head
+    assert init_head_from_logistic(binary, one, as_torch(eval_x[:0], eval_y[:0])) is None
+    assert (binary.classifier(one[0]).argmax(1) == 0).all()
+
+
 def test_padding_does_not_change_a_texts_logits(mean_encoder: Path) -> None:
     from transformers import AutoModel, AutoTokenizer
 
@@ -169,11 +216,11 @@ def test_padding_does_not_change_a_texts_logits(mean_encoder: Path) -> None:
     assert torch.allclose(alone[0], batch[0], atol=1e-5)
 
 
-def test_the_class_means_init_runs_before_training(mean_encoder: Path) -> None:
+def test_the_class_means_and_logistic_inits_run_before_training(mean_encoder: Path) -> None:
     from framework.plugins.trainers.encoder import _prepare
 
     heads = {}
-    for init in ("class_means", "random"):
+    for init in ("class_means", "logistic", "random"):
         with Progress() as progress:
             context = TrainContext(labels=["A", "B"], work_dir=Path("."), seed=0, task=progress.task)
             params = EncoderParams(model=str(mean_encoder), head_init=init)
@@ -186,3 +233,4 @@ def test_the_class_means_init_runs_before_training(mean_encoder: Path) -> None:
         heads[init] = (model.classifier.weight.detach().clone(), float((predicted == truth).float().mean()))
     assert not torch.equal(heads["class_means"][0], heads["random"][0])
     assert heads["class_means"][1] == 1.0  # the two intents' texts differ: their class means route every row
+    assert heads["logistic"][1] == 1.0 and not torch.equal(heads["logistic"][0], heads["class_means"][0])
