@@ -2,7 +2,11 @@
 
 README.md holds the table between ``<!-- routed: RECIPE -->`` and ``<!-- /routed -->``. This script routes
 the table's queries with a bundle of that recipe and either rewrites the table (``--write``) or checks it
-(the default): the same route and decision for every query and a confidence within ``--tolerance``.
+(the default): the same route and decision and a confidence within ``--tolerance`` for every query that is
+accepted or routed to the out-of-scope intent. A query abstained on by the confidence threshold or the OOD score
+sits near a decision boundary, where a bundle trained on another CPU (not bit-identical) or under another seed
+moves its top intent and confidence by far more than the tolerance; for those the check holds the abstention
+only.
 The slow end-to-end test of the default recipe runs the check against the bundle it builds.
 
     .venv/bin/python bench/readme_examples.py outputs/runs/code_search/<time>/bundle           # check
@@ -82,13 +86,24 @@ def render(rows: list[Routed]) -> str:
     return HEADER + "\n".join(lines) + "\n"
 
 
+def near_boundary(row: Routed) -> bool:
+    """Abstained on by the confidence threshold or the OOD score (not by predicting the out-of-scope intent)."""
+    return row.decision.startswith("abstain") and row.decision != decision_words("abstain", ("fallback_intent",))
+
+
+def agrees(want: Routed, got: Routed, tolerance: float = TOLERANCE) -> bool:
+    """Whether ``got`` is what the table row ``want`` says (only the abstention, for a near-boundary row)."""
+    if near_boundary(want):
+        return got.decision.startswith("abstain")
+    same = (want.predicted, want.decision) == (got.predicted, got.decision)
+    return same and abs(want.confidence - got.confidence) <= tolerance
+
+
 def differences(expected: list[Routed], actual: list[Routed], tolerance: float = TOLERANCE) -> list[str]:
     """Where the bundle disagrees with the table (empty: it agrees)."""
     found = []
     for want, got in zip(expected, actual, strict=True):
-        if (want.predicted, want.decision) != (got.predicted, got.decision) or abs(
-            want.confidence - got.confidence
-        ) > tolerance:
+        if not agrees(want, got, tolerance):
             found.append(
                 f'"{want.query}": README says {want.predicted} {want.confidence:.3f} {want.decision}, '
                 f"the bundle gives {got.predicted} {got.confidence:.3f} {got.decision}"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.readme_examples import README, check, decision_words, read_block, write
+from bench.readme_examples import README, Routed, agrees, check, decision_words, read_block, write
 from tests.runtime.tiny_bundle import TEXTS
 
 TEMPLATE = "intro\n\n<!-- routed: tiny -->\n{table}<!-- /routed -->\n\nafter\n"
@@ -50,6 +50,19 @@ def test_a_changed_route_or_confidence_is_reported(bundle: Path, tmp_path: Path)
     [problem] = check(bundle, off)
     assert problem.startswith(f'"{TEXTS[0]}": README says {row.predicted}')
     assert check(bundle, off, tolerance=0.06) == []
+
+
+def test_a_near_boundary_row_is_held_to_its_abstention_only() -> None:
+    by_ood = Routed("q", "SymbolQuery", 0.708, "abstain (confidence, OOD score)")
+    assert agrees(by_ood, Routed("q", "Ambiguous", 0.873, "abstain (out-of-scope intent)"))
+    assert agrees(by_ood, Routed("q", "FindCallers", 1.0, "abstain (OOD score)"))
+    assert not agrees(by_ood, Routed("q", "SymbolQuery", 0.99, "accept"))
+    by_fallback = Routed("q", "Ambiguous", 0.997, "abstain (out-of-scope intent)")
+    assert agrees(by_fallback, Routed("q", "Ambiguous", 0.985, "abstain (out-of-scope intent)"))
+    assert not agrees(by_fallback, Routed("q", "Ambiguous", 0.95, "abstain (out-of-scope intent)"))
+    assert not agrees(by_fallback, Routed("q", "SymbolQuery", 0.997, "abstain (confidence)"))
+    accepted = Routed("q", "FindCallers", 1.0, "accept")
+    assert not agrees(accepted, Routed("q", "FindCallers", 1.0, "abstain (OOD score)"))
 
 
 def test_a_bundle_of_another_recipe_is_refused(bundle: Path, tmp_path: Path) -> None:
