@@ -138,7 +138,7 @@ def init_head_from_class_means(model: PooledClassifier, embeddings: torch.Tensor
         model.classifier.bias[absent] = model.classifier.bias[~absent].min() - 10.0
 
 
-LOGISTIC_C_GRID = (0.1, 1.0, 10.0, 100.0)
+LOGISTIC_C_GRID = (1.0, 10.0, 100.0, 1000.0)
 """Inverse L2 strengths tried by :func:`init_head_from_logistic` (picked on eval)."""
 
 
@@ -156,6 +156,9 @@ def init_head_from_logistic(
     than saturated ones (ties and an empty eval split keep the smaller C). Returns that C (None: the train rows
     hold one class, and the class means set the head).
 
+    The regression sees the embeddings as the head does, unscaled: standardising them first would divide by
+    the spread of near-constant dimensions (mean-pooled MiniLM has some) and fold weights of 1e31 into the head.
+
     Args:
         model: The classifier whose ``classifier`` layer is set.
         train: (embeddings, label ids) of the train split.
@@ -165,18 +168,16 @@ def init_head_from_logistic(
     """
     import numpy as np
     from sklearn.linear_model import LogisticRegression
-    from sklearn.preprocessing import StandardScaler
 
     x, y = train[0].double().cpu().numpy(), train[1].cpu().numpy()
     if len(np.unique(y)) < 2:  # nothing for a regression to separate
         init_head_from_class_means(model, *train)
         return None
     eval_x, eval_y = evals[0].double().cpu().numpy(), evals[1].cpu().numpy()
-    scaler = StandardScaler().fit(x)  # lbfgs converges in far fewer steps on standardised features
     best: tuple[float, float, Any] | None = None
     for c in sorted(grid):
-        fitted = LogisticRegression(C=c, max_iter=2000).fit(scaler.transform(x), y)
-        loss = _eval_cross_entropy(fitted, scaler, eval_x, eval_y)
+        fitted = LogisticRegression(C=c, max_iter=3000).fit(x, y)
+        loss = _eval_cross_entropy(fitted, eval_x, eval_y)
         if best is None or loss < best[0]:
             best = (loss, c, fitted)
         if on_fit is not None:
@@ -186,9 +187,6 @@ def init_head_from_logistic(
     coef, intercept = fitted.coef_, fitted.intercept_
     if len(fitted.classes_) == 2:  # scikit-learn keeps one row (class 1 against class 0): the softmax form halves it
         coef, intercept = np.concatenate([-coef, coef]) / 2, np.concatenate([-intercept, intercept]) / 2
-    # on the raw embedding x: w . (x - m) / s + b = (w / s) . x + (b - w . m / s)
-    coef = coef / scaler.scale_
-    intercept = intercept - coef @ scaler.mean_
     weight = torch.zeros_like(model.classifier.weight)
     bias = torch.full_like(model.classifier.bias, float(intercept.min()) - 10.0)  # a class without train rows
     rows = torch.as_tensor(fitted.classes_, dtype=torch.long, device=weight.device)
@@ -199,15 +197,15 @@ def init_head_from_logistic(
     return c
 
 
-def _eval_cross_entropy(fitted: Any, scaler: Any, x: Any, y: Any) -> float:
-    """Mean cross-entropy of a fitted scikit-learn classifier on the (scaled) eval rows of classes it was fitted
-    on; 0 when there are none."""
+def _eval_cross_entropy(fitted: Any, x: Any, y: Any) -> float:
+    """Mean cross-entropy of a fitted scikit-learn classifier on the eval rows of classes it was fitted on; 0
+    when there are none."""
     import numpy as np
 
     column = {int(label): i for i, label in enumerate(fitted.classes_)}
     known = np.array([int(label) in column for label in y], dtype=bool)
     if not known.any():
         return 0.0
-    probabilities = fitted.predict_proba(scaler.transform(x[known]))
+    probabilities = fitted.predict_proba(x[known])
     picked = probabilities[np.arange(int(known.sum())), [column[int(label)] for label in y[known]]]
     return float(-np.log(np.clip(picked, 1e-12, None)).mean())
