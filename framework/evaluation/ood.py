@@ -70,12 +70,19 @@ def fit_mahalanobis(embeddings: np.ndarray, label_ids: np.ndarray, classes: Sequ
     return MahalanobisArrays.as_stored(means @ whitening, whitening)
 
 
+THRESHOLD_MARGIN = 1e-6
+"""Relative margin above the last kept score: the runtime recomputes each score in another batch and BLAS
+path, a few ulps away, and a threshold equal to a score would abstain on that very row."""
+
+
 def threshold_for_recall(in_scope_scores: np.ndarray, recall: float) -> float:
-    """The smallest score at or below which at least ``recall`` of the in-scope scores lie."""
+    """A hair (``THRESHOLD_MARGIN``) above the smallest score at or below which at least ``recall`` of the
+    in-scope scores lie."""
     scores = np.sort(np.asarray(in_scope_scores, dtype=np.float64))
     if not len(scores):
         raise ValueError("no in-scope eval rows to set the out-of-distribution threshold on")
-    return float(scores[min(len(scores) - 1, max(0, math.ceil(recall * len(scores)) - 1))])
+    kept = float(scores[min(len(scores) - 1, max(0, math.ceil(recall * len(scores)) - 1))])
+    return kept + THRESHOLD_MARGIN * max(1.0, abs(kept))
 
 
 def detection(scores: np.ndarray, out_of_scope: np.ndarray, threshold: float | None = None) -> Detection:
