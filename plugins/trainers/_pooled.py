@@ -133,9 +133,17 @@ def init_head_from_class_means(model: PooledClassifier, embeddings: torch.Tensor
     model.classifier.weight.copy_(weight * scale)
     # on the raw embedding x: w . (x - centre) + b = w . x + (b - w . centre)
     model.classifier.bias.copy_(bias * scale - model.classifier.weight @ centre)
-    if not all(present):  # a class without train rows would sit at the centre and win there: push it below the rest
-        absent = torch.tensor([not p for p in present], device=model.classifier.bias.device)
-        model.classifier.bias[absent] = model.classifier.bias[~absent].min() - 10.0
+    _sink_absent_classes(model, present)
+
+
+def _sink_absent_classes(model: PooledClassifier, present: list[bool]) -> None:
+    """Give each class without train rows a zero weight and a bias 10 below the lowest of the rest: at the centre
+    it would otherwise win, and with no rows nothing in training would ever push it down."""
+    if all(present):
+        return
+    absent = torch.tensor([not p for p in present], device=model.classifier.bias.device)
+    model.classifier.weight[absent] = 0.0
+    model.classifier.bias[absent] = model.classifier.bias[~absent].min() - 10.0
 
 
 LOGISTIC_C_GRID = (1.0, 10.0, 100.0, 1000.0)
@@ -187,13 +195,12 @@ def init_head_from_logistic(
     coef, intercept = fitted.coef_, fitted.intercept_
     if len(fitted.classes_) == 2:  # scikit-learn keeps one row (class 1 against class 0): the softmax form halves it
         coef, intercept = np.concatenate([-coef, coef]) / 2, np.concatenate([-intercept, intercept]) / 2
-    weight = torch.zeros_like(model.classifier.weight)
-    bias = torch.full_like(model.classifier.bias, float(intercept.min()) - 10.0)  # a class without train rows
+    weight, bias = model.classifier.weight, model.classifier.bias
     rows = torch.as_tensor(fitted.classes_, dtype=torch.long, device=weight.device)
     weight[rows] = torch.as_tensor(coef, dtype=weight.dtype, device=weight.device)
     bias[rows] = torch.as_tensor(intercept, dtype=bias.dtype, device=bias.device)
-    model.classifier.weight.copy_(weight)
-    model.classifier.bias.copy_(bias)
+    present = set(fitted.classes_.tolist())
+    _sink_absent_classes(model, [c in present for c in range(model.classifier.out_features)])
     return c
 
 
@@ -201,11 +208,9 @@ def _eval_cross_entropy(fitted: Any, x: Any, y: Any) -> float:
     """Mean cross-entropy of a fitted scikit-learn classifier on the eval rows of classes it was fitted on; 0
     when there are none."""
     import numpy as np
+    from sklearn.metrics import log_loss
 
-    column = {int(label): i for i, label in enumerate(fitted.classes_)}
-    known = np.array([int(label) in column for label in y], dtype=bool)
+    known = np.isin(y, fitted.classes_)
     if not known.any():
         return 0.0
-    probabilities = fitted.predict_proba(x[known])
-    picked = probabilities[np.arange(int(known.sum())), [column[int(label)] for label in y[known]]]
-    return float(-np.log(np.clip(picked, 1e-12, None)).mean())
+    return float(log_loss(y[known], fitted.predict_proba(x[known]), labels=fitted.classes_))
