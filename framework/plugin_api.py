@@ -20,7 +20,8 @@ What a plugin may import from ``framework`` (checked by ``tests/unit/test_import
 - the plugin API: ``framework.plugin_api``, ``framework.registry``, ``framework.errors``;
 - helpers meant for plugins: ``framework.io``, ``framework.redact``, ``framework.models``,
   ``framework.data`` (rows, seeding, templating), ``framework.evaluation`` (metrics, calibration, headline),
-  ``framework.llm``, ``framework.runtime`` and ``framework.config.schema`` (``IntentSpec``, ``RecipeConfig``);
+  ``framework.llm``, ``framework.runtime``, ``framework.toolcalls`` (tool declarations and the models of their
+  calls) and ``framework.config.schema`` (``IntentSpec``, ``RecipeConfig``);
 - and other modules of ``framework.plugins``.
 
 Never ``framework.cli``, ``framework.pipeline``, ``framework.stages`` or the rest of ``framework.config``: they
@@ -37,6 +38,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from framework.config.schema import IntentSpec
+from framework.toolcalls.spec import ToolCallsSpec
 
 
 def _ignore(*_: object) -> None:
@@ -78,6 +80,7 @@ class GenerateContext:
             A generator that stops short raises ``framework.errors.StageStopped``.
         fingerprint: The generate stage's fingerprint (for provenance of error records).
         details: Filled by the generator; kept under ``generators.<name>`` in the stage manifest.
+        tool_calls: The recipe's tools, for a tool-call recipe (its intents are the tools and ``complete``).
     """
 
     name: str
@@ -94,17 +97,19 @@ class GenerateContext:
     limit: int | None = None
     fingerprint: str = ""
     details: dict[str, Any] = field(default_factory=dict)
+    tool_calls: ToolCallsSpec | None = None
 
 
 @dataclass
 class ValidateContext:
-    """Inputs of one validation layer."""
+    """Inputs of one validation layer (``tool_calls``: the recipe's tools, for a tool-call recipe)."""
 
     layer: str
     intents: dict[str, IntentSpec]
     seed: int
     advance: Callable[[int], None] = _ignore
     warn: Callable[[str], None] = _ignore
+    tool_calls: ToolCallsSpec | None = None
 
 
 @dataclass(frozen=True)

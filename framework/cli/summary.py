@@ -82,6 +82,23 @@ def model_table(manifests: dict[str, dict[str, Any]]) -> Table:
     return table
 
 
+def exports_table(manifest: dict[str, Any], directory: Path) -> Table:
+    """The tool_export stage's files: format, split, lines, path; and the tokens leaving nulls out saves."""
+    tokens = manifest.get("tokens") or {}
+    saved = tokens.get("saved_per_example_mean")
+    caption = (
+        f"assistant turns: {tokens.get('completion_tokens_mean')} tokens per example on {manifest['tokenizer']['name']}"
+    )
+    caption += f", {saved} saved by leaving null fields out" if saved is not None else ""
+    table = Table(title="Exported training files", title_justify="left", caption=caption, caption_justify="left")
+    for column, justify in (("format", "left"), ("split", "left"), ("lines", "right"), ("file", "left")):
+        table.add_column(column, justify=justify, overflow="fold")  # type: ignore[arg-type]
+    for fmt, per_split in manifest.get("files", {}).items():
+        for split, name in per_split.items():
+            table.add_row(fmt, split, str(manifest.get("lines", {}).get(split, "")), _shown_path(directory / name))
+    return table
+
+
 def print_calibration_checks(console: Console, manifests: dict[str, dict[str, Any]]) -> None:
     """Each calibration check on its own line: ``warning`` (yellow) or ``ok`` (green), its stage, its text."""
     for stage, check in manifest_checks(manifests):
@@ -100,6 +117,9 @@ def print_run_summary(console: Console, pipeline: Pipeline, plans: list[StagePla
     if "split" in manifests and "validate" in manifests:
         console.print(rows_table(manifests["split"]))
         console.print(rejections_table(manifests["validate"], manifests["split"]))
+    exported = next((plan for plan in plans if plan.stage.name == "tool_export"), None)
+    if exported is not None and "files" in manifests["tool_export"]:
+        console.print(exports_table(manifests["tool_export"], exported.directory))
     if "evaluate" in manifests or "train" in manifests:
         console.print(model_table(manifests))
     print_calibration_checks(console, manifests)

@@ -22,6 +22,7 @@ from framework.data.templating import TemplateLimitError, make_environment, temp
 from framework.errors import ConfigIssue, RecipeError, StageError
 from framework.pipeline.targets import UnknownTarget, get_target, recipe_sections, required_sections
 from framework.registry import PluginSpec, Registry, UnknownPlugin, registry
+from framework.toolcalls.checks import templates_missing, tool_call_issues
 
 TRIAL_RENDER_SECONDS = 10.0
 """Time for the trial renders of all of a recipe's templates together (each render has its own limit too)."""
@@ -217,6 +218,11 @@ def _content_issues(
             issues.append(ConfigIssue(f"slots.{name}", "slot list is empty; give at least one value"))
     generator_names = {b.spec.name for b in bound.values() if b.path.startswith("generate.")}
     uses_templates, uses_llm = "template" in generator_names, "llm" in generator_names
+    if config.tool_calls is not None:  # the intents are the tools: their templates live under tool_calls
+        found = tool_call_issues(config.tool_calls, config.slots)
+        if "tool_template" in generator_names:
+            found += templates_missing(config.tool_calls)
+        return issues + [ConfigIssue(path, message) for path, message in found] + _hook_issues(config, bound)
     for intent, spec in config.intents.items():
         for name, values in spec.slots.items():
             if not values:
@@ -232,7 +238,12 @@ def _content_issues(
             issues.append(
                 ConfigIssue(f"intents.{intent}.templates", "the template generator needs at least one template")
             )
-    issues += _template_issues(config)
+    return issues + _template_issues(config) + _hook_issues(config, bound)
+
+
+def _hook_issues(config: RecipeConfig, bound: dict[str, BoundPlugin]) -> list[ConfigIssue]:
+    """What the plugins' ``check_recipe`` hooks find."""
+    issues: list[ConfigIssue] = []
     for plugin in bound.values():
         hook = getattr(plugin.params, "check_recipe", None)
         if callable(hook):

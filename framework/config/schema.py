@@ -12,6 +12,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from framework.toolcalls.spec import ToolCallsSpec, derived_intents
+
 NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_-]*$"
 DEFAULT_TARGET = "classifier"
 """The target a recipe builds when it names none (``framework.pipeline.targets``)."""
@@ -103,8 +105,10 @@ class PathsConfig(StrictModel):
 class RecipeConfig(StrictModel):
     """The core of a composed recipe: what every target reads.
 
-    ``target`` names what it builds (``framework.pipeline.targets``). The other top-level sections (``split``,
-    ``trainer``, ``export``, ``calibrate``, ``evaluate``, ``report`` for the classifier) belong to the stage
+    ``target`` names what it builds (``framework.pipeline.targets``). ``tool_calls`` declares the tools of a
+    tool-call router (:mod:`framework.toolcalls.spec`); its intents are then the tools (and ``complete``). The
+    other top-level sections (``split``, ``trainer``, ``export``, ``calibrate``, ``evaluate``, ``report`` for the
+    classifier) belong to the stage
     kinds that read them: ``framework.config.check.recipe_model`` adds them to this model, and the recipe checks
     require the plugin sections of the target's stages. ``notice`` is a line printed when a run starts and ends
     (e.g. by ``+debug``).
@@ -121,10 +125,24 @@ class RecipeConfig(StrictModel):
     intents: dict[str, IntentSpec] = Field(min_length=2)
     intents_from: list[str] | None = None
     sources: dict[str, SourceSection] = Field(default_factory=dict)
+    tool_calls: ToolCallsSpec | None = None
     generate: GenerateConfig = Field(default_factory=GenerateConfig)
     validate_: ValidateConfig = Field(alias="validate")
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _intents_from_tools(cls, data: Any) -> Any:
+        """A recipe that declares ``tool_calls`` gets one intent per tool, and ``complete`` for direct answers."""
+        if not isinstance(data, dict) or not isinstance(data.get("tool_calls"), dict):
+            return data
+        if data.get("intents"):
+            raise ValueError(
+                "a recipe with tool_calls takes its intents from tool_calls.tools (one per tool, and 'complete' "
+                "for direct answers); remove the intents section (and any intents pack in its defaults list)"
+            )
+        return {**data, "intents": derived_intents(data["tool_calls"])}
 
     @field_validator("name")
     @classmethod

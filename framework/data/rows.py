@@ -4,6 +4,7 @@ A row is a plain dict (cheap to stream through JSONL) with this shape::
 
     {"id": str, "text": str, "intent": str, "source": str,
      "split": "train" | "eval" | "test" (after the split stage),
+     "output": {...} (tool-call rows only: the call, whose tool or ``complete`` is the intent),
      "provenance": {"generator": str, "plugin": str, "synthetic": bool, "seed": int,
                     "template": str | None, "stream": "train" | "eval", "axes": {...}, ...}}
 
@@ -37,7 +38,7 @@ class Provenance(BaseModel):
 
 
 class Row(BaseModel):
-    """One labelled utterance."""
+    """One labelled utterance (of a tool-call recipe: a query and, in ``output``, the call it needs)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -46,6 +47,7 @@ class Row(BaseModel):
     intent: str = Field(min_length=1)
     source: str = Field(min_length=1)
     split: Literal["train", "eval", "test"] | None = None
+    output: dict[str, Any] | None = None
     provenance: Provenance
 
 

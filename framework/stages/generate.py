@@ -74,6 +74,7 @@ def _run_generator(
         resume_dir=run.resume_dir,
         limit=run.limit,
         fingerprint=run.fingerprint,
+        tool_calls=config.tool_calls,
     )
     rows = list(cast(Iterable[dict[str, Any]], bound.spec.func(bound.params, context)))
     if context.details:
@@ -152,7 +153,7 @@ GENERATE = register_stage(
     StageDef(
         name="generate",
         upstream=(),
-        config_keys=("seed", "slots", "intents", "sources", "generate"),
+        config_keys=("seed", "slots", "intents", "tool_calls", "sources", "generate"),
         facts=GenerateFacts,
         run=run_generate,
         plugins=lambda recipe: [*recipe.sources.values(), *recipe.generators.values()],

@@ -1,5 +1,6 @@
 """The built-in targets: the ``classifier`` (generate -> validate -> split -> train -> export -> calibrate ->
-evaluate -> bundle), a sequence classifier shipped as an ONNX bundle."""
+evaluate -> bundle), a sequence classifier shipped as an ONNX bundle; and ``tool_calls`` (generate -> validate ->
+split -> tool_export), validated tool-call examples exported as chat and OpenAI fine-tuning files."""
 
 from __future__ import annotations
 
@@ -10,5 +11,13 @@ CLASSIFIER = register_target(
         DEFAULT_TARGET,
         ("generate", "validate", "split", "train", "export", "calibrate", "evaluate", "bundle"),
         "a sequence classifier shipped as an ONNX bundle",
+    )
+)
+
+TOOL_CALLS = register_target(
+    Target(
+        "tool_calls",
+        ("generate", "validate", "split", "tool_export"),
+        "validated tool-call examples (tools declared under tool_calls), exported as chat and OpenAI fine-tuning JSONL",
     )
 )

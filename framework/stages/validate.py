@@ -39,6 +39,7 @@ def run_validate(run: StageRun) -> ValidateFacts:
             seed=derive_seed(config.seed, "validate", layer),
             advance=run.progress.task(f"validate: {layer}", len(accepted)),
             warn=functools.partial(_warn_from, run, layer),
+            tool_calls=config.tool_calls,
         )
         verdicts: dict[str, Rejection] = {}
         for rejection in cast(Iterable[Rejection], bound.spec.func(accepted, bound.params, context)):
@@ -124,7 +125,7 @@ VALIDATE = register_stage(
     StageDef(
         name="validate",
         upstream=("generate",),
-        config_keys=("seed", "intents", "validate"),
+        config_keys=("seed", "intents", "tool_calls", "validate"),
         facts=ValidateFacts,
         run=run_validate,
         plugins=lambda recipe: list(_enabled_layers(recipe).values()),

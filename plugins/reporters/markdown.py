@@ -31,6 +31,7 @@ from ._sections import (
     summary,
     training,
 )
+from ._tool_calls import tool_calls
 
 SYNTHETIC_BANNER = (
     "Synthetic data: these numbers measure agreement with the recipe's own templates, not real-world accuracy."
@@ -147,7 +148,7 @@ def evaluation(report: Report) -> list[str]:
     return lines + report.plots(EVALUATE)
 
 
-SECTIONS: list[Callable[[Report], list[str]]] = [summary, data, training, export, calibration, evaluation]
+SECTIONS: list[Callable[[Report], list[str]]] = [summary, data, tool_calls, training, export, calibration, evaluation]
 
 
 @reporters.register("markdown", params=Params)
@@ -155,8 +156,8 @@ def markdown(params: Params, ctx: ReportContext) -> Path:
     """Write ``report.md`` and ``report_assets/`` into ``ctx.run_dir`` (the run record, or the bundle); returns
     the report's path.
 
-    Sections: summary, data, training, export, calibration, evaluation and (``include_manifests``, not in the
-    bundle's copy) the stage manifests, each only when its stage is in ``ctx.manifests``.
+    Sections: summary, data, tool calls, training, export, calibration, evaluation and (``include_manifests``, not
+    in the bundle's copy) the stage manifests, each only when its stage is in ``ctx.manifests``.
     """
     report = Report(ctx, params.max_table_rows)
     lines = [f"# {params.title or f'intentcraft report: {ctx.recipe_name}'}", ""]

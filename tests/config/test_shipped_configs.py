@@ -28,7 +28,9 @@ GROUP_OPTIONS = sorted(
 def test_shipped_recipe_validates(path: Path) -> None:
     recipe = load_recipe(path)
     assert recipe.name == path.stem
-    if recipe.generators:
+    if recipe.config.tool_calls is not None:  # its way out: a tool that asks the user, and direct answers
+        assert "ask_human" in recipe.config.tool_calls.tools and recipe.config.tool_calls.answer is not None
+    elif recipe.generators:
         assert recipe.config.fallback_intent is not None, (
             "every shipped synthetic recipe declares an out-of-scope intent"
         )
@@ -73,11 +75,16 @@ def lookup(node: Any, path: tuple[str, ...]) -> Any:
     return node
 
 
+TOOL_CALL_OPTIONS = {("generate", "tool_template"), ("validate", "tool_calls"), ("tool_export", "default")}
+"""Options for tool_calls recipes: they compose on the tiny tool-call recipe."""
+
+
 @pytest.mark.parametrize(("group", "option"), GROUP_OPTIONS, ids=[f"{g}={o}" for g, o in GROUP_OPTIONS])
 def test_every_conf_group_option_composes(group: str, option: str, tmp_path: Path) -> None:
     """Each option composes, and the recipe carries its values wherever the recipe does not set the key itself."""
     # tiny with a row count no option uses, so debug's (a global package applied after the recipe) shows
-    source = (ASSETS / "recipes" / "tiny.yaml").read_text()
+    base = "tiny_tools.yaml" if (group, option) in TOOL_CALL_OPTIONS else "tiny.yaml"
+    source = (ASSETS / "recipes" / base).read_text()
     assert "  samples_per_intent: 40\n" in source
     path = tmp_path / "tiny.yaml"
     path.write_text(source.replace("  samples_per_intent: 40\n", "  samples_per_intent: 7\n"))

@@ -147,6 +147,7 @@ PLUGIN_MAY_IMPORT = (
     "framework.evaluation",
     "framework.llm",
     "framework.runtime",
+    "framework.toolcalls",
     "framework.config.schema",
     "framework.plugins",
 )

@@ -1,0 +1,72 @@
+"""The ``Tool calls`` section of the markdown report: rows per tool and status, the exported files, what leaving
+``None`` fields out saves on the recipe's tokenizer, and sample rows per tool (from the ``tool_export`` stage)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._sections import Cell, Report, as_dict, fmt
+
+TOOL_EXPORT = "tool_export"
+COMPLETE = "complete"
+
+
+def _per_tool(report: Report, facts: dict[str, Any]) -> list[str]:
+    per_label = as_dict(facts.get("per_label"))
+    rows = []
+    for label, counts in sorted(per_label.items()):
+        split = as_dict(counts)
+        status = COMPLETE if label == COMPLETE else "running"
+        total = sum(v for v in split.values() if isinstance(v, int))
+        rows.append([label, status, split.get("train"), split.get("eval"), split.get("test"), total])
+    return [
+        "### Rows per tool and status",
+        "",
+        *report.table(["tool", "status", "train", "eval", "test", "total"], rows),
+    ]
+
+
+def _files(report: Report, facts: dict[str, Any]) -> list[str]:
+    files, lines = as_dict(facts.get("files")), as_dict(facts.get("lines"))
+    rows = [
+        [fmt, split, Cell(f"`{name}`"), lines.get(split)]
+        for fmt, per in files.items()
+        for split, name in as_dict(per).items()
+    ]
+    intro = (
+        "Chat files hold each example's messages and its rendering by the tokenizer's chat template, cut into "
+        "`prompt` and `completion` (train on the completion only); OpenAI files are chat fine-tuning JSONL. Every "
+        "line was read back into the recipe's tool-call union."
+    )
+    return ["### Exported files", "", intro, "", *report.table(["format", "split", "file", "lines"], rows)]
+
+
+def _tokens(report: Report, facts: dict[str, Any]) -> list[str]:
+    tokens, tokenizer = as_dict(facts.get("tokens")), as_dict(facts.get("tokenizer"))
+    if not tokens:
+        return []
+    rows = [
+        ["assistant turn, without null fields (what is exported)", tokens.get("completion_tokens_mean")],
+        ["assistant turn, with null fields written out", tokens.get("completion_tokens_with_nulls_mean")],
+        ["saved per example by leaving nulls out", tokens.get("saved_per_example_mean")],
+        ["saved over the split", tokens.get("saved_total")],
+        ["prompt (system + user turns, rendered)", tokens.get("prompt_tokens_mean")],
+    ]
+    where = f"Mean tokens per example of the {tokens.get('split', 'train')} split ({tokens.get('examples')} examples) "
+    where += f"on the tokenizer `{tokenizer.get('name')}` ({tokenizer.get('origin')})."
+    return ["### Tokens", "", where, "", *report.table(["measure", "tokens"], rows)]
+
+
+def _samples(report: Report, facts: dict[str, Any]) -> list[str]:
+    samples = [as_dict(s) for split in as_dict(facts.get("samples")).values() for s in split or []]
+    rows = [[s.get("label"), s.get("query"), Cell(f"`{fmt(s.get('call'))}`")] for s in samples]
+    return ["### Sample rows (test split)", "", *report.table(["tool", "query", "call"], rows)] if rows else []
+
+
+def tool_calls(report: Report) -> list[str]:
+    """The section, when the run has a ``tool_export`` stage."""
+    manifest = report.manifest(TOOL_EXPORT)
+    if manifest is None:
+        return []
+    return ["## Tool calls", "", *_per_tool(report, manifest), *_files(report, manifest), *_tokens(report, manifest),
+            *_samples(report, manifest)]  # fmt: skip

@@ -1,0 +1,122 @@
+"""Validation layer ``tool_quality``: tool calls that parse but teach the model little.
+
+- ``thought_too_short``: a thought of fewer than ``min_thought_words`` words says nothing about why;
+- ``thought_parrots_query``: a thought that repeats the query (it holds the whole query, or most of its words are
+  the query's) explains nothing;
+- ``placeholder_argument``: an argument that is a placeholder (``path/to/file``, ``<path>``, ``query: "search"``)
+  or just the tool's or the argument's own name is not specific to the query;
+- ``answer_too_short``: a direct answer of fewer than ``min_answer_words`` words.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from pydantic import Field, PrivateAttr, field_validator, model_validator
+
+from framework.data.rows import normalize_text, tokens
+from framework.plugin_api import Rejection, ValidateContext
+from framework.registry import PluginParams, validators
+
+from ._common import Hit, clip, collect_rejections, row_text
+from ._toolcall import argument_strings, call_of, tool_calls_of, tool_use_of
+from .rules import compile_rule_regex
+
+DEFAULT_PLACEHOLDERS = [
+    "search", "query", "file", "path", "filename", "code", "text", "string", "value", "example", "foo", "bar",
+    "todo", "tbd", "xxx", "n a", "none", "null", "something", "anything", "your file", "my file",
+]  # fmt: skip
+DEFAULT_PLACEHOLDER_PATTERNS = [r"path/to/", r"^<[^>]*>$", r"\byour[_-]", r"^\.\.\.$", r"^\$\{?\w+\}?$"]
+
+
+class Params(PluginParams):
+    """Params of the ``tool_quality`` layer.
+
+    Attributes:
+        min_thought_words: Fewest words in a thought.
+        parroting_overlap: A thought whose words are at least this share of the query's words (and that adds
+            fewer than ``min_thought_words`` words of its own) parrots the query; 1.0 turns the overlap test off.
+        placeholders: Argument values (compared normalised: case, punctuation) that are placeholders.
+        placeholder_patterns: Regexes (RE2, case-insensitive) that mark an argument value as a placeholder.
+        min_answer_words: Fewest words in a direct answer.
+    """
+
+    min_thought_words: int = Field(default=6, ge=1)
+    parroting_overlap: float = Field(default=0.8, gt=0, le=1)
+    placeholders: list[str] = Field(default_factory=lambda: list(DEFAULT_PLACEHOLDERS))
+    placeholder_patterns: list[str] = Field(default_factory=lambda: list(DEFAULT_PLACEHOLDER_PATTERNS))
+    min_answer_words: int = Field(default=2, ge=1)
+    _patterns: list[Any] = PrivateAttr(default_factory=list)
+    _placeholders: set[str] = PrivateAttr(default_factory=set)
+
+    @field_validator("placeholder_patterns")
+    @classmethod
+    def _patterns_compile(cls, patterns: list[str]) -> list[str]:
+        for index, pattern in enumerate(patterns):
+            compile_rule_regex(pattern, f"placeholder_patterns[{index}]")
+        return patterns
+
+    @model_validator(mode="after")
+    def _compile(self) -> Params:
+        self._patterns = [
+            compile_rule_regex(p, f"placeholder_patterns[{i}]") for i, p in enumerate(self.placeholder_patterns)
+        ]
+        self._placeholders = {normalize_text(value) for value in self.placeholders}
+        return self
+
+    def placeholder(self, value: str, names: set[str]) -> str | None:
+        """Why ``value`` is a placeholder, or None."""
+        key = normalize_text(value)
+        if key in self._placeholders or key in names:
+            return "a placeholder word" if key in self._placeholders else "the name of the tool or argument"
+        for pattern in self._patterns:
+            if pattern.search(value.strip()):
+                return f"a placeholder (matches {pattern.pattern!r})"
+        return None
+
+
+def _parrots(thought: str, query: str, params: Params) -> bool:
+    thought_key, query_key = normalize_text(thought), normalize_text(query)
+    if len(query_key.split()) >= 3 and query_key in thought_key:
+        extra = len(thought_key.split()) - len(query_key.split())
+        return extra < params.min_thought_words
+    if params.parroting_overlap >= 1.0:
+        return False
+    thought_words, query_words = tokens(thought), set(tokens(query))
+    if not thought_words:
+        return False
+    shared = sum(word in query_words for word in thought_words) / len(thought_words)
+    return shared >= params.parroting_overlap
+
+
+def check(row: dict[str, Any], params: Params) -> Hit | None:
+    """The first quality rule the row's call breaks, or None."""
+    call = call_of(row)
+    if call is None:
+        return None
+    if call.get("status") == "complete":
+        answer = str(call.get("final_answer", ""))
+        if len(tokens(answer)) < params.min_answer_words:
+            return "answer_too_short", f"the answer has under {params.min_answer_words} words: {clip(answer)}"
+        return None
+    thought, query = str(call.get("thought", "")), row_text(row)
+    if len(tokens(thought)) < params.min_thought_words:
+        return "thought_too_short", f"the thought has under {params.min_thought_words} words: {clip(thought)}"
+    if _parrots(thought, query, params):
+        return "thought_parrots_query", f"the thought repeats the query instead of giving a reason: {clip(thought)}"
+    used = tool_use_of(call)
+    if used is not None:
+        tool, arguments = used
+        for name, value in argument_strings(arguments):
+            why = params.placeholder(value, {normalize_text(tool), normalize_text(name)})
+            if why:
+                return "placeholder_argument", f"{tool}.{name} is {why}, not taken from the query: {clip(value)}"
+    return None
+
+
+@validators.register("tool_quality", params=Params)
+def tool_quality(rows: Sequence[dict], params: Params, ctx: ValidateContext) -> Iterable[Rejection]:
+    """Reject calls with empty or parroting thoughts, placeholder arguments, or one-word answers."""
+    tool_calls_of(ctx, "tool_quality")
+    return collect_rejections(rows, (check(row, params) for row in rows), ctx)

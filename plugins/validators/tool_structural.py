@@ -1,0 +1,83 @@
+"""Validation layer ``tool_structural``: tool-call rows whose call is not what the recipe's tools declare.
+
+The call is checked against the pydantic union built from ``tool_calls`` (well-formed JSON, the ``status`` and
+``tool_name`` discriminators, required keys, types, enums, bounds, patterns, no unknown keys), strictly: text
+where a number belongs fails. The call's tool (or ``complete``) must be the row's label, and the query must
+be text within bounds and without unrendered template markers.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from pydantic import Field, ValidationError, model_validator
+
+from framework.plugin_api import Rejection, ValidateContext
+from framework.registry import PluginParams, validators
+from framework.toolcalls.schema import ToolCallSchema, describe_errors
+
+from ._common import Hit, clip, collect_rejections, row_text
+from ._toolcall import tool_calls_of
+
+_TEMPLATE = re.compile(r"\{\{|\}\}|\{%|%\}")
+
+
+class Params(PluginParams):
+    """Params of the ``tool_structural`` layer.
+
+    Attributes:
+        min_chars: Queries whose stripped text is shorter are rejected (``too_short``).
+        max_chars: Queries whose stripped text is longer are rejected (``too_long``).
+    """
+
+    min_chars: int = Field(default=2, ge=1)
+    max_chars: int = Field(default=512, ge=1)
+
+    @model_validator(mode="after")
+    def _min_not_above_max(self) -> Params:
+        if self.min_chars > self.max_chars:
+            raise ValueError(f"min_chars ({self.min_chars}) must not exceed max_chars ({self.max_chars})")
+        return self
+
+
+def _strings(value: Any) -> Iterable[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item)
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _strings(item)
+
+
+def check(row: dict[str, Any], schema: ToolCallSchema, params: Params) -> Hit | None:
+    """The first structural rule the row breaks, or None."""
+    text = row_text(row).strip()
+    if len(text) < params.min_chars:
+        return "too_short", f"query has {len(text)} characters, under min_chars {params.min_chars}"
+    if len(text) > params.max_chars:
+        return "too_long", f"query has {len(text)} characters, over max_chars {params.max_chars}"
+    output = row.get("output")
+    if output is None:
+        return "no_call", "the row has no tool call (output); every row of a tool-call recipe needs one"
+    try:
+        call = schema.parse(output)
+    except ValidationError as exc:
+        return "schema", f"the call does not match the tools' schema: {describe_errors(exc)}"
+    label = schema.label(call)
+    if label != row.get("intent"):
+        return "label", f"the call is {label!r} but the row is labelled {row.get('intent')!r}"
+    for piece in [text, *_strings(schema.dump(call))]:
+        if _TEMPLATE.search(piece):
+            return "unrendered", f"holds template markup: {clip(piece)}"
+    return None
+
+
+@validators.register("tool_structural", params=Params)
+def tool_structural(rows: Sequence[dict], params: Params, ctx: ValidateContext) -> Iterable[Rejection]:
+    """Reject rows whose call does not parse into the recipe's tool-call union, or is not the row's label."""
+    schema = ToolCallSchema(tool_calls_of(ctx, "tool_structural"))
+    return collect_rejections(rows, (check(row, schema, params) for row in rows), ctx)
