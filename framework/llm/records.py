@@ -16,6 +16,20 @@ class Queries(BaseModel):
     queries: list[str] = Field(min_length=1)
 
 
+class ToolExample(BaseModel):
+    """One written example of a tool-call recipe: a query and the call that answers it (checked later, strictly,
+    against the recipe's union: a wrong call becomes a rejection with its reason, not a lost record)."""
+
+    query: str
+    call: dict[str, Any]
+
+
+class ToolExamples(BaseModel):
+    """The JSON answer the ``tool_calls`` task asks for: ``{"examples": [{"query": ..., "call": {...}}, ...]}``."""
+
+    examples: list[ToolExample] = Field(min_length=1)
+
+
 @dataclass(frozen=True)
 class GenerationRecord:
     """What a task gets for one record.
@@ -32,6 +46,7 @@ class GenerationRecord:
         prompt: The recipe's prompt template rendered for this record.
         system: The recipe's system prompt (None: none).
         options: The generator's ``task_options`` (free-form settings for custom tasks).
+        tool_calls: The recipe's tools (a ``framework.toolcalls.spec.ToolCallsSpec``), for a tool-call recipe.
     """
 
     key: str
@@ -45,6 +60,7 @@ class GenerationRecord:
     prompt: str
     system: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    tool_calls: Any = None
 
 
 def axis_rotation(axes: dict[str, list[str]], rng: random.Random) -> list[dict[str, str]]:

@@ -38,6 +38,7 @@ from framework.llm.roulette import ModelRoulette, ModelSpec
 from framework.plugin_api import GenerateContext
 from framework.redact import KEY_ENV_ALLOW_VARIABLE, key_env_allowed, key_env_permitted, secret_values
 from framework.registry import PluginParams, UnknownPlugin, generators, llm_tasks
+from framework.toolcalls.exports import system_prompt
 
 SYSTEM = "You write training data for an intent classifier. Answer with JSON only, no prose."
 PROMPT = """\
@@ -58,6 +59,20 @@ nothing these intents act on.
 {% endfor %}Vary the wording, the length and the vocabulary. Answer with a JSON object {"queries": [...]} \
 holding {{ n }} strings."""
 NEGATIVES_VARIABLES = PROMPT_VARIABLES | {"in_scope"}
+TOOL_PROMPT = """\
+{{ tools }}
+
+Write {{ n }} realistic requests that a user of these tools might send and that {% if intent == "complete" %}\
+are answered directly (status complete: {{ description }}){% else %}need the tool "{{ intent }}" ({{ description }})\
+{% endif %}, each with the exact JSON reply described above.
+{% for name, value in axes.items() %}{{ name | capitalize }}: {{ value }}
+{% endfor %}Each request names the specifics its reply uses (paths, identifiers, numbers); the thought gives the \
+reason in one sentence. Vary the wording and the length. Answer with a JSON object \
+{"examples": [{"query": "...", "call": {...}}, ...]} holding {{ n }} examples."""
+TOOL_VARIABLES = PROMPT_VARIABLES | {"tools"}
+TOOL_TASKS = frozenset({"tool_calls"})
+BUILTIN_TEXT_TASKS = frozenset({"queries", "paraphrased"})
+"""Built-in tasks that write tool calls (a tool-call recipe needs one; a classifier recipe cannot use them)."""
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -134,6 +149,8 @@ class LLMParams(PluginParams):
             requests written from the in-scope intents' descriptions rather than from the fallback's own.
         negatives_prompt: jinja2 template for those records; it also sees ``in_scope``, a list of
             ``{name, description}`` of every other intent (its examples where it has no description).
+        tool_prompt: jinja2 template of the user prompt in a tool-call recipe (one with ``tool_calls``); it also
+            sees ``tools``, the system prompt listing every tool with its arguments and rules.
         system: System prompt (None: none).
         task: The ``llm_tasks`` plugin run per record (``queries``: one request; ``paraphrased``: two steps).
         task_options: Free-form settings handed to custom tasks as ``record.options``.
@@ -159,6 +176,7 @@ class LLMParams(PluginParams):
     prompt: str = PROMPT
     negatives: bool = False
     negatives_prompt: str = NEGATIVES_PROMPT
+    tool_prompt: str = TOOL_PROMPT
     system: str | None = SYSTEM
     task: str = "queries"
     task_options: dict[str, Any] = Field(default_factory=dict)
@@ -202,6 +220,17 @@ class LLMParams(PluginParams):
             llm_tasks.resolve(self.task)
         except UnknownPlugin as exc:
             issues.append(("task", str(exc)))
+        if config.tool_calls is not None:
+            issues += [("tool_prompt", why) for _, why in _prompt_issues(self.tool_prompt, TOOL_VARIABLES)]
+            if self.task in BUILTIN_TEXT_TASKS:
+                issues.append(
+                    (
+                        "task",
+                        f"the {self.task} task writes queries without calls; a tool-call recipe needs task: tool_calls",
+                    )
+                )
+        elif self.task in TOOL_TASKS:
+            issues.append(("task", f"the {self.task} task writes tool calls, and the recipe declares no tool_calls"))
         for intent, spec in config.intents.items():
             if not spec.description and not spec.examples:
                 issues.append(("models", f"intent {intent} has neither a description nor examples to prompt with"))
@@ -216,7 +245,10 @@ def _prompt_issues(source: str, allowed_variables: set[str] = PROMPT_VARIABLES) 
             allowed = ", ".join(sorted(allowed_variables))
             used = ", ".join(sorted(unknown))
             return [("prompt", f"the prompt uses {used}; it may use {allowed} (axis values are axes.NAME)")]
-        sample = {"in_scope": [{"name": "x", "description": "x"}]} if "in_scope" in allowed_variables else {}
+        sample: dict[str, Any] = (
+            {"in_scope": [{"name": "x", "description": "x"}]} if "in_scope" in allowed_variables else {}
+        )
+        sample |= {"tools": "x"} if "tools" in allowed_variables else {}
         env.from_string(source).render(intent="x", description="x", examples=["x"], axes={"style": "x"}, n=1, **sample)
     except jinja2.exceptions.SecurityError as exc:
         return [("prompt", f"the prompt is refused by the sandbox: {exc}")]
@@ -239,7 +271,8 @@ def _render_prompt(template: jinja2.Template, generator: str, variables: dict[st
 def build_records(params: LLMParams, ctx: GenerateContext) -> list[TaskRecord]:
     """Every record of every intent, in a fixed order, each with its model, axes and rendered prompt."""
     env = make_environment(limits=PROMPT_LIMITS)
-    template = env.from_string(params.prompt)
+    template = env.from_string(params.prompt if ctx.tool_calls is None else params.tool_prompt)
+    tools = system_prompt(ctx.tool_calls) if ctx.tool_calls is not None else None
     negatives = env.from_string(params.negatives_prompt) if params.negatives else None
     in_scope = [
         {"name": name, "description": spec.description or "; ".join(spec.examples[:3])}
@@ -258,6 +291,8 @@ def build_records(params: LLMParams, ctx: GenerateContext) -> list[TaskRecord]:
             variables = {"intent": intent, "description": spec.description, "examples": spec.examples, "axes": axes}
             if prompt is negatives:
                 variables["in_scope"] = in_scope
+            if tools is not None:
+                variables["tools"] = tools
             record = GenerationRecord(
                 key=f"{intent}:{index:05d}",
                 intent=intent,
@@ -270,6 +305,7 @@ def build_records(params: LLMParams, ctx: GenerateContext) -> list[TaskRecord]:
                 prompt=_render_prompt(prompt, ctx.name, {**variables, "n": n}),
                 system=params.system,
                 options=params.task_options,
+                tool_calls=ctx.tool_calls,
             )
             records.append(TaskRecord(record.key, roulette.draw(make_rng(record.seed, "model")), record))
     return records
@@ -432,13 +468,16 @@ def _emit(
                 continue
             per_model[entry["model"]] += 1
             emitted[intent] += 1
-            yield {
+            row = {
                 "id": row_id(ctx.name, record.intent, record.index, j),
                 "text": text,
                 "intent": intent,
                 "source": ctx.name,
                 "provenance": _provenance(params, ctx, entry, task_id),
             }
+            if isinstance(value, dict) and "output" in value:  # a tool call, checked by the validation layers
+                row["output"] = value["output"]
+            yield row
     if records and len(errors) == len(records):
         kinds = Counter(e["error"]["type"] for e in errors)
         last = errors[-1]["error"]["message"].rstrip(".")

@@ -3,7 +3,9 @@ chat and OpenAI fine-tuning files that read back into the recipe's union."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -11,7 +13,7 @@ import pytest
 from framework.io import read_jsonl
 from framework.toolcalls.schema import ToolCallSchema
 from tests.assets.tiny_chat_tokenizer import build_tiny_chat_tokenizer
-from tests.conftest import ASSETS, load_recipe, run_cli
+from tests.conftest import ASSETS, llm_base_overrides, load_recipe, run_cli
 
 TINY_TOOLS = ASSETS / "recipes" / "tiny_tools.yaml"
 
@@ -104,3 +106,74 @@ def test_a_tokenizer_without_chat_template_is_a_clear_error(tmp_path: Path) -> N
     assert f"tool_export.tokenizer={plain}: this tokenizer has no chat template" in done.stdout + done.stderr
     assert "Traceback" not in done.stdout + done.stderr
     assert (stage_dir(tmp_path / "out", "split") / "train.jsonl").is_file()  # the stages before it are kept
+
+
+TINY_TOOLS_LLM = ASSETS / "recipes" / "tiny_tools_llm.yaml"
+KEY = "sk-test-tool-calls-0000"
+
+
+def tool_responder(model: str, messages: list[dict], seed: int | None) -> str:
+    """Tool-call examples for the tool the prompt asks for. Every fourth of fake-b's calls invents a path (a
+    "magic path", for tool_safety) and every fourth of fake-a's has a mode outside the enum (for tool_structural)."""
+    prompt = messages[-1]["content"]
+    n = int(re.search(r"Write (\d+) realistic requests", prompt)[1])  # type: ignore[index]
+    style = re.search(r"Style: (\w+)", prompt)[1]  # type: ignore[index]
+    salt = int(hashlib.sha256(prompt.encode()).hexdigest()[:6], 16)
+    examples = []
+    for i in range(n):
+        k = f"{salt % 997}_{i}_{style}"
+        if 'need the tool "file_manager"' in prompt:
+            path = f"src/mod_{k}.py"
+            bad = model.endswith("fake-b") and i % 4 == 3
+            call = {
+                "status": "running",
+                "thought": "The request names the file, so reading it answers the question.",
+                "tool_use": {
+                    "tool_name": "file_manager",
+                    "arguments": {"action": "read", "path": "etc/secret.py" if bad else path},
+                },
+            }
+            examples.append({"query": f"please open {path}", "call": call})
+        elif 'need the tool "ask_human"' in prompt:
+            action = "list" if model.endswith("fake-a") and i % 4 == 3 else None
+            arguments = {"question": f"Drop database db_{k} for good?"} | ({"action": action} if action else {})
+            call = {
+                "status": "running",
+                "thought": "Dropping a database cannot be undone, so I ask the user first.",
+                "tool_use": {"tool_name": "ask_human", "arguments": arguments},
+            }
+            examples.append({"query": f"drop the db_{k} database", "call": call})
+        else:
+            examples.append(
+                {
+                    "query": f"what does term {k} stand for?",
+                    "call": {"status": "complete", "final_answer": f"Term {k} stands for something long."},
+                }
+            )
+    return json.dumps({"examples": examples})  # fmt: skip
+
+
+def test_tool_calls_written_by_llms_are_validated_and_exported(tmp_path: Path, tiny_tokenizer: Path) -> None:
+    from tests.assets.llm_server import LLMServer
+
+    with LLMServer(responder=tool_responder) as server:
+        args = (f"recipe={TINY_TOOLS_LLM}", f"tool_export.tokenizer={tiny_tokenizer}", *llm_base_overrides(server.url))
+        done = run_cli("run", *args, cwd=tmp_path, env={"TEST_LLM_API_KEY": KEY})
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert server.stats.requests > 0
+    outputs = tmp_path / "outputs"
+    generated = read_jsonl(stage_dir(outputs, "generate") / "rows.jsonl")
+    assert len(generated) == 36 and {r["provenance"]["model"] for r in generated} == {"openai/fake-a", "openai/fake-b"}
+    assert all("output" in r and r["provenance"]["axes"] for r in generated)
+    validate = json.loads((stage_dir(outputs, "validate") / "manifest.json").read_text())
+    rejected = validate["counts"]["rejected_per_layer"]
+    assert rejected["structural"].get("schema", 0) > 0 and rejected["safety"].get("magic_path", 0) > 0, rejected
+    survival = validate["survival"]
+    assert survival["model"]["openai/fake-a"]["rate"] < 1 and survival["model"]["openai/fake-b"]["rate"] < 1
+    schema = ToolCallSchema(load_recipe(TINY_TOOLS_LLM).config.tool_calls)  # type: ignore[arg-type]
+    from transformers import AutoTokenizer
+
+    lines = check_exports(stage_dir(outputs, "tool_export"), schema, AutoTokenizer.from_pretrained(str(tiny_tokenizer)))
+    assert lines == len(generated) - sum(n for rules in rejected.values() for n in rules.values())
+    report = next((outputs / "runs" / "tiny_tools_llm").glob("*/report.md")).read_text()
+    assert "### Survival by model and axis" in report and "magic_path" in report
