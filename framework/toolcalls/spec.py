@@ -10,9 +10,10 @@ over the tool names work as for any recipe.
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, field_validator, model_validator
+from pydantic_core import SchemaError
 
 TOOL_NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_]*$"
 """Tool and argument names: identifiers (they are JSON keys and function names in OpenAI's format)."""
@@ -73,6 +74,11 @@ class ArgumentSpec(_Strict):
                 re.compile(pattern)
             except re.error as exc:
                 raise ValueError(f"pattern is not a valid regular expression ({exc})") from exc
+            try:  # calls are checked by pydantic-core's regex engine, which runs in linear time
+                TypeAdapter(Annotated[str, StringConstraints(pattern=pattern)])
+            except SchemaError as exc:
+                why = str(exc).strip().splitlines()[-1].removeprefix("error: ")
+                raise ValueError(f"pattern cannot be checked in linear time ({why}); rewrite it without that") from exc
         return pattern
 
     @model_validator(mode="after")
