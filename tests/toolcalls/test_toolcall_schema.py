@@ -107,7 +107,10 @@ def test_without_direct_answers_complete_is_not_a_status() -> None:
         ({"type": "string", "minimum": 1}, "minimum and maximum bound numbers"),
         ({"type": "integer", "pattern": "a"}, "pattern applies to strings"),
         ({"type": "string", "pattern": "("}, "pattern is not a valid regular expression"),
-        ({"type": "string", "pattern": "(?<=a)b"}, "look-around, including look-ahead and look-behind, is not supported"),
+        (
+            {"type": "string", "pattern": "(?<=a)b"},
+            "look-around, including look-ahead and look-behind, is not supported",
+        ),
         ({"type": "integer", "minimum": 5, "maximum": 1}, "minimum 5.0 is above maximum 1.0"),
         ({"type": "boolean", "from_query": True}, "from_query applies to strings"),
         ({"type": "str"}, "Input should be 'string', 'integer', 'number', 'boolean' or 'array'"),
