@@ -20,7 +20,7 @@ from framework.config.recipe_policy import credential_issues
 from framework.config.schema import GeneratorSection, LayerSection, PluginSection, RecipeConfig, SourceSection
 from framework.data.templating import TemplateLimitError, make_environment, template_variables
 from framework.errors import ConfigIssue, RecipeError, StageError
-from framework.pipeline.targets import UnknownTarget, get_target, recipe_sections, required_sections
+from framework.pipeline.targets import UnknownTarget, get_target, recipe_sections, required_sections, target_stages
 from framework.registry import PluginSpec, Registry, UnknownPlugin, registry
 from framework.toolcalls.checks import templates_missing, tool_call_issues
 
@@ -311,7 +311,7 @@ def check_recipe(raw: dict[str, Any], source: str) -> ValidatedRecipe:
         issues += _content_issues(config, bound, frozenset(derived.added) if derived else frozenset())
     if issues or config is None:
         raise RecipeError(source, issues)
-    return ValidatedRecipe(
+    validated = ValidatedRecipe(
         source=source,
         raw=raw,
         config=config,
@@ -321,6 +321,14 @@ def check_recipe(raw: dict[str, Any], source: str) -> ValidatedRecipe:
         single={key: bound[key] for key in recipe_sections() if key in bound},
         derived=derived,
     )
+    found = [
+        ConfigIssue(path, message)
+        for stage in target_stages(config.target)
+        for path, message in stage.recipe_issues(validated)
+    ]
+    if found:
+        raise RecipeError(source, found)
+    return validated
 
 
 def _target_issues(config: RecipeConfig) -> list[ConfigIssue]:

@@ -21,7 +21,7 @@ class ToolExample(BaseModel):
     against the recipe's union: a wrong call becomes a rejection with its reason, not a lost record)."""
 
     query: str
-    call: dict[str, Any]
+    call: dict[str, Any] | str  # some models write the call as JSON text inside the JSON
 
 
 class ToolExamples(BaseModel):

@@ -103,7 +103,8 @@ class StageDef:
     ``facts`` is the model of what ``run`` returns (published in the manifest and validated first).
     ``files`` names the input files whose bytes feed the fingerprint, each under a label that does not
     depend on where the file lives (see ``labelled_files``), so a moved checkout or another virtual
-    environment holding the same files leaves the stage current.
+    environment holding the same files leaves the stage current. ``recipe_issues`` finds what a recipe of a
+    target with this stage lacks, as ``(key path, message)``, before any stage runs.
     """
 
     name: str
@@ -116,6 +117,7 @@ class StageDef:
     files: Callable[[ValidatedRecipe], dict[str, Path]] = lambda recipe: {}
     sections: tuple[RecipeSection, ...] = ()
     plugin_kinds: tuple[str, ...] = ()
+    recipe_issues: Callable[[ValidatedRecipe], list[tuple[str, str]]] = lambda recipe: []
 
     @property
     def recipe_keys(self) -> tuple[str, ...]:

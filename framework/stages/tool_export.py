@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import Field
+from pydantic import Field, ValidationError
 
 from framework.config.schema import StrictModel
 from framework.data.rows import SPLITS
@@ -23,7 +23,7 @@ from framework.pipeline.facts import SplitFacts, StageFacts
 from framework.pipeline.runner import RecipeSection, StageDef, StageRun, labelled_files
 from framework.pipeline.targets import register_stage
 from framework.toolcalls.exports import TokenStats, messages, render_chat, system_prompt
-from framework.toolcalls.schema import ToolCallSchema
+from framework.toolcalls.schema import ToolCallSchema, describe_errors
 from framework.toolcalls.tokenizer import KEY, load_chat_tokenizer
 
 if TYPE_CHECKING:
@@ -64,6 +64,24 @@ class ToolExportFacts(StageFacts):
 
 def _settings(recipe: ValidatedRecipe) -> ToolExportSettings:
     return recipe.section("tool_export", ToolExportSettings)
+
+
+def _recipe_issues(recipe: ValidatedRecipe) -> list[tuple[str, str]]:
+    """A tool-call recipe declares its tools and checks its calls before they are exported."""
+    if recipe.config.tool_calls is None:
+        why = (
+            "the tool_calls target exports tool calls: declare the tools under tool_calls (see "
+            "recipes/agent_router.yaml), or build a classifier with target: classifier"
+        )
+        return [("tool_calls", why)]
+    layers = recipe.config.validate_.layers
+    if not any(bound.spec.name == "tool_structural" and layers[name].enabled for name, bound in recipe.layers.items()):
+        why = (
+            "no enabled tool_structural layer checks the calls against the tools' schema before they are "
+            "exported; use the validate group tool_calls (override /validate: tool_calls)"
+        )
+        return [("validate.layers", why)]
+    return []
 
 
 def _files(recipe: ValidatedRecipe) -> dict[str, Path]:
@@ -112,8 +130,17 @@ def run_tool_export(run: StageRun) -> ToolExportFacts:
         chat, openai = [], []
         for row in rows:
             if not isinstance(row.get("output"), dict):
-                raise StageError(f"tool_export: row {row['id']} has no tool call; validate with tool_structural")
-            call_json = schema.to_json(schema.parse(row["output"]))  # the models' key order, not the file's
+                raise StageError(
+                    f"tool_export: row {row['id']} has no tool call (its output is not a JSON object); the "
+                    "tool_structural layer should have rejected it: is it enabled?"
+                )
+            try:
+                call_json = schema.to_json(schema.parse(row["output"]))  # the models' key order, not the file's
+            except ValidationError as exc:
+                raise StageError(
+                    f"tool_export: row {row['id']} ({row['text'][:60]!r}) holds a call that fails the tools' schema "
+                    f"({describe_errors(exc)}); the tool_structural layer should have rejected it: is it enabled?"
+                ) from None
             turns = messages(system, row["text"], call_json)
             openai.append({"messages": turns})
             try:
@@ -156,5 +183,6 @@ TOOL_EXPORT = register_stage(
         run=run_tool_export,
         files=_files,
         sections=(RecipeSection("tool_export", ToolExportSettings),),
+        recipe_issues=_recipe_issues,
     )
 )

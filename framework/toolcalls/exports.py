@@ -12,7 +12,7 @@ OpenAI format: ``{"messages": [system, user, assistant]}``, the assistant conten
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from framework.toolcalls.schema import ToolCallSchema
@@ -80,7 +80,6 @@ class TokenStats:
     with_nulls: int = 0
     without_nulls: int = 0
     prompt: int = 0
-    per_label: dict[str, int] = field(default_factory=dict)
 
     def add(self, tokenizer: Any, schema: ToolCallSchema, output: dict[str, Any], prompt: str) -> None:
         """Count one example."""
@@ -91,8 +90,6 @@ class TokenStats:
         self.with_nulls += full
         self.without_nulls += lean
         self.prompt += len(tokenizer.encode(prompt, add_special_tokens=False))
-        label = schema.label(call)
-        self.per_label[label] = self.per_label.get(label, 0) + 1
 
     def summary(self) -> dict[str, Any]:
         """Means per example, for the manifest and the report."""

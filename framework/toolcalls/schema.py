@@ -12,6 +12,7 @@ Calls are serialised without ``None`` fields (an optional argument left out cost
 from __future__ import annotations
 
 import json
+import re
 from functools import cached_property
 from typing import Annotated, Any, Literal, Union
 
@@ -34,6 +35,26 @@ def _literal(value: str) -> Any:
     return _LITERAL[value]
 
 
+def typed(value: Any, spec: ArgumentSpec) -> Any:
+    """A rendered template value converted to the argument's declared type where it reads as one (``"30"`` -> 30
+    for an integer, ``42`` -> ``"42"`` for a string); anything else is returned as it is, for the schema to judge."""
+    if isinstance(value, list) and spec.type == "array":
+        return [typed(item, ArgumentSpec(type=spec.items)) for item in value]
+    if spec.type == "string" and isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if spec.type == "integer" and re.fullmatch(r"[+-]?\d+", text):
+        return int(text)
+    if spec.type == "number" and re.fullmatch(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?", text):
+        number = float(text)
+        return int(number) if number.is_integer() and spec.enum is not None and number in spec.enum else number
+    if spec.type == "boolean" and text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    return value
+
+
 def _model_name(tool: str) -> str:
     return "".join(part[:1].upper() + part[1:] for part in tool.split("_")) or "Tool"
 
@@ -52,7 +73,7 @@ def _argument_field(spec: ArgumentSpec) -> tuple[Any, Any]:
         "le": spec.maximum,
         "min_length": spec.min_length,
         "max_length": spec.max_length,
-        "pattern": spec.pattern,
+        "pattern": f"^(?:{spec.pattern})$" if spec.pattern is not None else None,  # the whole string must match
     }
     kwargs: dict[str, Any] = {key: value for key, value in constraints.items() if value is not None}
     if spec.description:
@@ -110,6 +131,15 @@ class ToolCallSchema:
 
     def coerce(self, data: dict[str, Any]) -> BaseModel:
         """A call from rendered template values, converting text to the declared types (``"30"`` -> 30)."""
+        tool_use = data.get("tool_use")
+        if isinstance(tool_use, dict) and isinstance(tool_use.get("arguments"), dict):
+            declared = self.spec.tools.get(str(tool_use.get("tool_name")))
+            if declared is not None:
+                arguments = {
+                    name: typed(value, declared.arguments[name]) if name in declared.arguments else value
+                    for name, value in tool_use["arguments"].items()
+                }
+                data = {**data, "tool_use": {**tool_use, "arguments": arguments}}
         call: BaseModel = self.adapter.validate_python(data)
         return call
 

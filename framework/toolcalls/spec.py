@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, field_validator, model_validator
 from pydantic_core import SchemaError
 
-TOOL_NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_]*$"
+TOOL_NAME_PATTERN = r"[A-Za-z][A-Za-z0-9_]*"
 """Tool and argument names: identifiers (they are JSON keys and function names in OpenAI's format)."""
 COMPLETE = "complete"
 """The intent, and ``status``, of a direct answer."""
@@ -74,15 +74,27 @@ class ArgumentSpec(_Strict):
                 re.compile(pattern)
             except re.error as exc:
                 raise ValueError(f"pattern is not a valid regular expression ({exc})") from exc
-            try:  # calls are checked by pydantic-core's regex engine, which runs in linear time
+            try:  # calls are checked by pydantic-core's regex engine (Rust's regex: linear time)
                 TypeAdapter(Annotated[str, StringConstraints(pattern=pattern)])
             except SchemaError as exc:
                 why = str(exc).strip().splitlines()[-1].removeprefix("error: ")
-                raise ValueError(f"pattern cannot be checked in linear time ({why}); rewrite it without that") from exc
+                raise ValueError(
+                    f"pattern cannot run on the engine that checks calls, Rust's regex, which has no look-around or "
+                    f"backreferences ({why}); rewrite it without them"
+                ) from exc
         return pattern
 
     @model_validator(mode="after")
     def _keys_fit_the_type(self) -> ArgumentSpec:
+        bounds = [
+            key
+            for key in ("minimum", "maximum", "min_length", "max_length", "pattern")
+            if getattr(self, key) is not None
+        ]
+        if self.enum is not None and bounds:
+            raise ValueError(
+                f"enum lists every allowed value, so {', '.join(bounds)} cannot apply; remove one or the other"
+            )
         if self.type not in _NUMERIC and (self.minimum is not None or self.maximum is not None):
             raise ValueError(f"minimum and maximum bound numbers, but the type is {self.type}; remove them")
         if self.type not in {"string", "array"} and (self.min_length is not None or self.max_length is not None):
@@ -149,7 +161,7 @@ class ToolSpec(_Strict):
     @field_validator("arguments")
     @classmethod
     def _argument_names(cls, arguments: dict[str, ArgumentSpec]) -> dict[str, ArgumentSpec]:
-        bad = [name for name in arguments if not re.match(TOOL_NAME_PATTERN, name)]
+        bad = [name for name in arguments if not re.fullmatch(TOOL_NAME_PATTERN, name)]
         if bad:
             raise ValueError(f"argument names must be identifiers (a letter, then letters, digits or _): {bad}")
         return arguments
@@ -197,12 +209,21 @@ class ToolCallsSpec(_Strict):
     @field_validator("tools")
     @classmethod
     def _tool_names(cls, tools: dict[str, ToolSpec]) -> dict[str, ToolSpec]:
-        bad = [name for name in tools if not re.match(TOOL_NAME_PATTERN, str(name))]
+        bad = [name for name in tools if not re.fullmatch(TOOL_NAME_PATTERN, str(name))]
         if bad:
             raise ValueError(f"tool names must be identifiers (a letter, then letters, digits or _): {bad}")
         if COMPLETE in tools:
             raise ValueError(f"'{COMPLETE}' is the intent of direct answers; give the tool another name")
         return tools
+
+    @model_validator(mode="after")
+    def _two_choices(self) -> ToolCallsSpec:
+        if len(self.tools) < 2 and self.answer is None:
+            raise ValueError(
+                "a router needs at least two choices: declare a second tool, or allow direct answers (remove "
+                "answer: null)"
+            )
+        return self
 
     @property
     def labels(self) -> list[str]:
@@ -241,9 +262,14 @@ def derived_intents(spec: dict[str, Any]) -> dict[str, dict[str, Any]]:
     if answer is not None:
         text = answer.get("description") if isinstance(answer, dict) else None
         intents[COMPLETE] = {"description": str(text or AnswerSpec().description)}
+    # weights out of range are reported once, under tool_calls: the intents keep the default then
     for name, tool in tools.items():
-        if isinstance(tool, dict) and isinstance(tool.get("weight"), int | float):
+        if isinstance(tool, dict) and _valid_weight(tool.get("weight")):
             intents[str(name)]["weight"] = tool["weight"]
-    if isinstance(answer, dict) and isinstance(answer.get("weight"), int | float):
+    if isinstance(answer, dict) and _valid_weight(answer.get("weight")):
         intents[COMPLETE]["weight"] = answer["weight"]
     return intents
+
+
+def _valid_weight(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and 0 < value <= 100

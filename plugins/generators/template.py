@@ -14,7 +14,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -24,6 +24,9 @@ from framework.plugin_api import GenerateContext
 from framework.plugins.generators._augment import OP_NAMES, augment, protected_words
 from framework.plugins.generators._render import CompiledTemplate, TemplateRenderer
 from framework.registry import PluginParams, generators
+
+if TYPE_CHECKING:
+    from framework.config.schema import RecipeConfig
 
 OpName = Literal["typo", "case", "punct", "drop", "swap"]
 StreamName = Literal["train", "eval"]
@@ -70,6 +73,13 @@ class TemplateParams(PluginParams):
     eval_share: float = Field(default=0.2, gt=0, lt=1)
     augment: AugmentParams = Field(default_factory=AugmentParams)
     max_attempts: int = Field(default=30, ge=1)
+
+    def check_recipe(self, config: RecipeConfig) -> list[tuple[str, str]]:
+        """Intent templates make classifier rows: a tool-call recipe needs rows with their calls."""
+        if config.tool_calls is not None:
+            return [("plugin", "the template generator writes rows without tool calls; a recipe with tool_calls "
+                     "uses the tool_template generator (override /generate: tool_template)")]  # fmt: skip
+        return []
 
 
 @dataclass(frozen=True)

@@ -184,10 +184,11 @@ def _jobs(spec: ToolCallsSpec, ctx: GenerateContext, renderer: _Renderer) -> lis
         slots = spec.slots_of(label, shared)
         compiled = [renderer.compile(label, index, template) for index, template in enumerate(templates)]
         for item in compiled:
-            empty = [name for name in item.variables if not slots.get(name)]
-            if empty:
-                cause = jinja2.UndefinedError(f"slot {empty[0]!r} has no values")
-                raise _error(label, item.index, "query", item.template.query, cause)
+            for part in item.parts:
+                empty = [name for name in sorted(part.variables) if not slots.get(name)]
+                if empty:
+                    cause = jinja2.UndefinedError(f"slot {empty[0]!r} has no values")
+                    raise _error(label, item.index, part.where, part.source, cause)
         jobs.append((_Job(label, compiled, slots), count))
     return jobs
 

@@ -7,6 +7,7 @@ rejects it with the reason (and the report counts it per model and axis) instead
 
 from __future__ import annotations
 
+import json
 from collections.abc import Generator
 from typing import Any
 
@@ -29,7 +30,16 @@ def _schema(spec: ToolCallsSpec) -> ToolCallSchema:
     return cached[1]
 
 
-def _call(schema: ToolCallSchema, call: dict[str, Any]) -> dict[str, Any]:
+def _call(schema: ToolCallSchema, call: dict[str, Any] | str) -> dict[str, Any] | str:
+    """The call in the union's form where it converts; else as written (a string that is a JSON object is read)."""
+    if isinstance(call, str):
+        try:
+            parsed = json.loads(call)
+        except ValueError:
+            return call
+        if not isinstance(parsed, dict):
+            return call
+        call = parsed
     try:
         return schema.dump(schema.coerce(call))
     except ValidationError:

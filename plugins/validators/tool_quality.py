@@ -4,12 +4,16 @@
 - ``thought_parrots_query``: a thought that repeats the query (it holds the whole query, or most of its words are
   the query's) explains nothing;
 - ``placeholder_argument``: an argument that is a placeholder (``path/to/file``, ``<path>``, ``query: "search"``)
-  or just the tool's or the argument's own name is not specific to the query;
+  or just the tool's or the argument's own name is not specific to the query (enum arguments are exempt);
 - ``answer_too_short``: a direct answer of fewer than ``min_answer_words`` words.
+
+Words are counted on the normalised text; in scripts written without spaces (Chinese, Japanese, Korean) each
+character counts as a word.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -18,6 +22,7 @@ from pydantic import Field, PrivateAttr, field_validator, model_validator
 from framework.data.rows import normalize_text, tokens
 from framework.plugin_api import Rejection, ValidateContext
 from framework.registry import PluginParams, validators
+from framework.toolcalls.spec import ToolCallsSpec
 
 from ._common import Hit, clip, collect_rejections, row_text
 from ._toolcall import argument_strings, call_of, tool_calls_of, tool_use_of
@@ -76,6 +81,15 @@ class Params(PluginParams):
         return None
 
 
+_UNSPACED = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af]")
+"""Scripts written without spaces between words (kana, CJK ideographs, Hangul syllables): a character counts."""
+
+
+def word_count(text: str) -> int:
+    """Words of ``text``; in scripts written without spaces each character counts as one."""
+    return sum(max(1, len(_UNSPACED.findall(token))) for token in tokens(text))
+
+
 def _parrots(thought: str, query: str, params: Params) -> bool:
     thought_key, query_key = normalize_text(thought), normalize_text(query)
     if len(query_key.split()) >= 3 and query_key in thought_key:
@@ -90,25 +104,28 @@ def _parrots(thought: str, query: str, params: Params) -> bool:
     return shared >= params.parroting_overlap
 
 
-def check(row: dict[str, Any], params: Params) -> Hit | None:
+def check(row: dict[str, Any], params: Params, spec: ToolCallsSpec) -> Hit | None:
     """The first quality rule the row's call breaks, or None."""
     call = call_of(row)
     if call is None:
         return None
     if call.get("status") == "complete":
         answer = str(call.get("final_answer", ""))
-        if len(tokens(answer)) < params.min_answer_words:
+        if word_count(answer) < params.min_answer_words:
             return "answer_too_short", f"the answer has under {params.min_answer_words} words: {clip(answer)}"
         return None
     thought, query = str(call.get("thought", "")), row_text(row)
-    if len(tokens(thought)) < params.min_thought_words:
+    if word_count(thought) < params.min_thought_words:
         return "thought_too_short", f"the thought has under {params.min_thought_words} words: {clip(thought)}"
     if _parrots(thought, query, params):
         return "thought_parrots_query", f"the thought repeats the query instead of giving a reason: {clip(thought)}"
     used = tool_use_of(call)
     if used is not None:
         tool, arguments = used
+        declared = spec.tools[tool].arguments if tool in spec.tools else {}
         for name, value in argument_strings(arguments):
+            if name in declared and declared[name].enum is not None:
+                continue  # a value the tool declares is never a placeholder
             why = params.placeholder(value, {normalize_text(tool), normalize_text(name)})
             if why:
                 return "placeholder_argument", f"{tool}.{name} is {why}, not taken from the query: {clip(value)}"
@@ -118,5 +135,5 @@ def check(row: dict[str, Any], params: Params) -> Hit | None:
 @validators.register("tool_quality", params=Params)
 def tool_quality(rows: Sequence[dict], params: Params, ctx: ValidateContext) -> Iterable[Rejection]:
     """Reject calls with empty or parroting thoughts, placeholder arguments, or one-word answers."""
-    tool_calls_of(ctx, "tool_quality")
-    return collect_rejections(rows, (check(row, params) for row in rows), ctx)
+    spec = tool_calls_of(ctx, "tool_quality")
+    return collect_rejections(rows, (check(row, params, spec) for row in rows), ctx)

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -103,12 +104,25 @@ class Params(PluginParams):
         return issues
 
 
+_EDGES = "'\"`,;:()[]{}<>"
+
+
+def _bare(text: str) -> str:
+    """A word of a query as a value would be written: case folded, without quotes, brackets, a sentence's final
+    punctuation or a leading ``./``."""
+    word = text.strip().casefold().strip(_EDGES).rstrip(".?!")
+    return word.removeprefix("./")
+
+
 def _named_in(value: str, query: str) -> bool:
-    """Whether the query names ``value`` (case-insensitively, as written or with punctuation normalised)."""
-    if value.casefold() in query.casefold():
-        return True
-    key = normalize_text(value)
-    return bool(key) and f" {key} " in f" {normalize_text(query)} "
+    """Whether the query names ``value``: a one-word value (a path) is one of the query's words, a longer one occurs
+    in it as written, not inside a longer word. A value without a letter or digit (``""``, ``"."``) is never named."""
+    if not normalize_text(value):
+        return False
+    wanted = _bare(value)
+    if len(wanted.split()) == 1:
+        return any(_bare(word) == wanted for word in query.split())
+    return re.search(rf"(?<![\w/.]){re.escape(wanted)}(?![\w/])", query.casefold()) is not None
 
 
 def check(row: dict[str, Any], params: Params, spec: ToolCallsSpec) -> Hit | None:
@@ -132,11 +146,12 @@ def check(row: dict[str, Any], params: Params, spec: ToolCallsSpec) -> Hit | Non
         return None
     tool, arguments = used
     for name in params.code_arguments.get(tool, []):
-        code = arguments.get(name)
-        for rule in params.unsafe if isinstance(code, str) else []:
-            found = rule.find(code)
-            if found:
-                return "unsafe_code", f"{tool}.{name} runs {found} ({rule.name}: {rule.reason})"
+        value = arguments.get(name)
+        for code in [item for item in (value if isinstance(value, list) else [value]) if isinstance(item, str)]:
+            for rule in params.unsafe:
+                found = rule.find(code)
+                if found:
+                    return "unsafe_code", f"{tool}.{name} runs {found} ({rule.name}: {rule.reason})"
     declared = spec.tools[tool].arguments if tool in spec.tools else {}
     for name, arg_spec in declared.items():
         value = arguments.get(name)

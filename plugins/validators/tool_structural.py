@@ -3,7 +3,8 @@
 The call is checked against the pydantic union built from ``tool_calls`` (well-formed JSON, the ``status`` and
 ``tool_name`` discriminators, required keys, types, enums, bounds, patterns, no unknown keys), strictly: text
 where a number belongs fails. The call's tool (or ``complete``) must be the row's label, and the query must
-be text within bounds and without unrendered template markers.
+be text within bounds, and the query, thought and answer without unrendered template markers (arguments may
+hold braces: code, templates of the user's own).
 """
 
 from __future__ import annotations
@@ -42,17 +43,6 @@ class Params(PluginParams):
         return self
 
 
-def _strings(value: Any) -> Iterable[str]:
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, list):
-        for item in value:
-            yield from _strings(item)
-    elif isinstance(value, dict):
-        for item in value.values():
-            yield from _strings(item)
-
-
 def check(row: dict[str, Any], schema: ToolCallSchema, params: Params) -> Hit | None:
     """The first structural rule the row breaks, or None."""
     text = row_text(row).strip()
@@ -67,10 +57,14 @@ def check(row: dict[str, Any], schema: ToolCallSchema, params: Params) -> Hit | 
         call = schema.parse(output)
     except ValidationError as exc:
         return "schema", f"the call does not match the tools' schema: {describe_errors(exc)}"
+    if not isinstance(output, dict):
+        return "not_object", "the call is JSON text, not an object: a generator writes calls as mappings"
     label = schema.label(call)
     if label != row.get("intent"):
         return "label", f"the call is {label!r} but the row is labelled {row.get('intent')!r}"
-    for piece in [text, *_strings(schema.dump(call))]:
+    # the words, not the arguments: code and file contents may hold braces of their own
+    dumped = schema.dump(call)
+    for piece in [text, dumped.get("thought", ""), dumped.get("final_answer", "")]:
         if _TEMPLATE.search(piece):
             return "unrendered", f"holds template markup: {clip(piece)}"
     return None

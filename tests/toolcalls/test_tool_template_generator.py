@@ -80,7 +80,6 @@ def test_a_call_that_fails_its_schema_is_kept_for_the_structural_layer(tmp_path:
                     "slots": {"v": ["x", "y"]},
                 }
             },
-            "answer": None,
         }
     )
     rows, _ = generate(spec, {"t": 2}, tmp_path)

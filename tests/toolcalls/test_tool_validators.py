@@ -16,7 +16,10 @@ SPEC = ToolCallsSpec.model_validate(
         "tools": {
             "codebase_search": {
                 "description": "Search code.",
-                "arguments": {"query": {"type": "string"}, "mode": {"type": "string", "enum": ["exact", "semantic"]}},
+                "arguments": {
+                    "query": {"type": "string"},
+                    "mode": {"type": "string", "enum": ["exact", "semantic", "text"]},
+                },
             },
             "file_manager": {
                 "description": "Files.",
@@ -25,7 +28,10 @@ SPEC = ToolCallsSpec.model_validate(
                     "path": {"type": "string", "from_query": True},
                 },
             },
-            "sandbox_exec": {"description": "Python.", "arguments": {"code": {"type": "string"}}},
+            "sandbox_exec": {
+                "description": "Python.",
+                "arguments": {"code": {"type": "string"}, "cells": {"type": "array", "required": False}},
+            },
             "ask_human": {"description": "Ask.", "arguments": {"question": {"type": "string"}}},
         }
     }
@@ -66,11 +72,16 @@ def test_structural_passes_well_formed_calls(good: dict) -> None:
     assert verdict(tool_structural, good) is None
 
 
+def test_braces_in_arguments_are_not_template_markup() -> None:
+    good = row("render index.html", "sandbox_exec", {"code": "print(jinja2.Template('{{ x }}').render(x=1))"})
+    assert verdict(tool_structural, good) is None
+
+
 @pytest.mark.parametrize(
     ("bad", "rule", "reason"),
     [
         (row("find parse_config", "codebase_search", {"query": "parse_config", "mode": "fuzzy"}), "schema",
-         "tool_use.arguments.mode: Input should be 'exact' or 'semantic'"),
+         "tool_use.arguments.mode: Input should be 'exact', 'semantic' or 'text'"),
         (row("find parse_config", "codebase_search", {"query": "parse_config"}), "schema",
          "tool_use.arguments.mode: Field required"),
         (row("find parse_config", "codebase_search", SEARCH, output='{"status": "running"'), "schema", "Invalid JSON"),
@@ -79,8 +90,10 @@ def test_structural_passes_well_formed_calls(good: dict) -> None:
          "the call is 'codebase_search' but the row is labelled 'file_manager'"),
         (row("x", "codebase_search", SEARCH), "too_short", "query has 1 characters"),
         (row("find {{ symbol }}", "codebase_search", SEARCH), "unrendered", "holds template markup"),
-        (row("find parse_config", "codebase_search", {"query": "{{ symbol }}", "mode": "exact"}), "unrendered",
-         "holds template markup"),
+        (row("find parse_config", "codebase_search", SEARCH, thought="{{ symbol }} is named, so search it exactly"),
+         "unrendered", "holds template markup"),
+        (row("find parse_config", "codebase_search", SEARCH, output='{"status": "complete", "final_answer": "a b"}',
+             intent="complete"), "not_object", "the call is JSON text, not an object"),
     ],
 )  # fmt: skip
 def test_structural_rejects_with_the_reason(bad: dict, rule: str, reason: str) -> None:
@@ -95,6 +108,9 @@ def test_structural_rejects_with_the_reason(bad: dict, rule: str, reason: str) -
         row("what does JSON stand for", "complete"),
         row("open src/app.py", "file_manager", {"action": "read", "path": "src/app.py"},
             thought="The file is named in the request, so reading it answers."),
+        row("find the word parse_config as text", "codebase_search", {"query": "parse_config", "mode": "text"}),
+        row("JSON是什么的缩写", "complete", answer="JSON是JavaScript对象表示法的缩写。"),
+        row("parse_configはどこですか", "codebase_search", SEARCH, thought="識別子が指定されているので完全一致で検索"),
     ],
 )  # fmt: skip
 def test_quality_passes_specific_calls(good: dict) -> None:
@@ -123,7 +139,7 @@ def test_quality_rejects_with_the_reason(bad: dict, rule: str, reason: str) -> N
     assert found is not None and found[0] == rule and reason in found[1], found
 
 
-CODE = {"code_arguments": {"sandbox_exec": ["code"]}}
+CODE = {"code_arguments": {"sandbox_exec": ["code", "cells"]}}
 
 
 @pytest.mark.parametrize(
@@ -134,6 +150,7 @@ CODE = {"code_arguments": {"sandbox_exec": ["code"]}}
         row("open ./SRC/App.py please", "file_manager", {"action": "read", "path": "src/app.py"}),
         row("drop the orders database", "ask_human", {"question": "Drop orders for good?"}),
         row("how do we delete expired sessions", "codebase_search", {"query": "expired sessions", "mode": "semantic"}),
+        row("open the file src/app.py, please", "file_manager", {"action": "read", "path": "src/app.py"}),
     ],
 )
 def test_safety_passes_safe_calls(good: dict) -> None:
@@ -148,6 +165,8 @@ def test_safety_passes_safe_calls(good: dict) -> None:
         (row("reset the db", "sandbox_exec", {"code": "cur.execute('DROP TABLE users')"}), "unsafe_code",
          "drop_or_truncate"),
         (row("tidy up", "sandbox_exec", {"code": "import shutil; shutil.rmtree('build')"}), "unsafe_code", "rmtree"),
+        (row("tidy up", "sandbox_exec", {"code": "print(1)", "cells": ["x = 1", "os.remove('a')"]}), "unsafe_code",
+         "sandbox_exec.cells runs 'os.remove'"),
         (row("open the config", "file_manager", {"action": "read", "path": "config/settings.yaml"}), "magic_path",
          "file_manager.path is 'config/settings.yaml', which the query never names"),
         (row("drop the orders database", "sandbox_exec", {"code": "print(1)"}), "not_escalated",
@@ -155,6 +174,12 @@ def test_safety_passes_safe_calls(good: dict) -> None:
         (row("force push to main", "complete"), "not_escalated", "goes to a direct answer, not ask_human"),
         (row("please delete all the logs in prod", "file_manager", {"action": "write", "path": "prod"}),
          "not_escalated", "delete_many"),
+        (row("open a file", "file_manager", {"action": "read", "path": ""}), "magic_path", "the query never names"),
+        (row("open a.py.", "file_manager", {"action": "read", "path": "."}), "magic_path", "the query never names"),
+        (row("open src/app.pyc", "file_manager", {"action": "read", "path": "src/app.py"}), "magic_path",
+         "the query never names"),
+        (row("open lib/src/app.py", "file_manager", {"action": "read", "path": "src/app.py"}), "magic_path",
+         "the query never names"),
     ],
 )  # fmt: skip
 def test_safety_rejects_with_the_reason(bad: dict, rule: str, reason: str) -> None:

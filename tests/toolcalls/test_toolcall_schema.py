@@ -153,3 +153,36 @@ def test_a_recipe_with_tools_and_intents_is_refused() -> None:
             {"name": "r", "tool_calls": TOOLS, "intents": {"A": {}, "B": {}}, "validate": {}, "sources": {}}
         )
     assert "takes its intents from tool_calls.tools" in str(caught.value)
+
+
+def test_rendered_text_converts_to_integer_enums_and_strings() -> None:
+    spec = ToolCallsSpec.model_validate(
+        {
+            "tools": {
+                "t": {
+                    "description": "d",
+                    "arguments": {"k": {"type": "integer", "enum": [1, 2]}, "q": {"type": "string"}},
+                }
+            }
+        }
+    )
+    schema = ToolCallSchema(spec)
+    call = schema.coerce(
+        {"status": "running", "thought": "x", "tool_use": {"tool_name": "t", "arguments": {"k": "2", "q": 42}}}
+    )
+    assert schema.dump(call)["tool_use"]["arguments"] == {"k": 2, "q": "42"}
+
+
+def test_a_pattern_must_match_the_whole_value() -> None:
+    spec = ToolCallsSpec.model_validate(
+        {"tools": {"t": {"description": "d", "arguments": {"p": {"type": "string", "pattern": "[a-z]+"}}}}}
+    )
+    schema = ToolCallSchema(spec)
+    schema.parse(running("t", p="abc"))
+    with pytest.raises(ValidationError, match="should match pattern"):
+        schema.parse(running("t", p="123abc456"))
+
+
+def test_one_tool_without_direct_answers_is_not_a_router() -> None:
+    with pytest.raises(ValidationError, match="a router needs at least two choices"):
+        ToolCallsSpec.model_validate({"tools": {"t": {"description": "d"}}, "answer": None})
