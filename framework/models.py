@@ -142,3 +142,47 @@ def quiet_transformers() -> None:
 
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
+
+
+def checkpoint_from_gguf(resolved: ResolvedModel, cache_root: Path) -> Path:
+    """A Hugging Face checkpoint (config, ``model.safetensors``, tokenizer) converted once from a GGUF model.
+
+    transformers reads a GGUF file with ``gguf_file=`` and de-quantizes it to float32, but refuses to
+    ``save_pretrained`` the result; the state dict, config and tokenizer are saved instead, into
+    ``cache_root/<file stem>-<SHA-256 prefix>-model`` (named by the GGUF file's digest, so another file never
+    reuses it). Later calls return the directory without reading the GGUF file again.
+    """
+    assert resolved.gguf_file is not None, "a model given as a GGUF file"
+    source = Path(resolved.source) / resolved.gguf_file
+    target = cache_root / f"{source.stem}-{sha256_file(source)[:16]}-model"
+    if (target / "model.safetensors").is_file() and (target / "config.json").is_file():
+        return target
+    import shutil
+    import tempfile
+
+    import torch
+    from safetensors.torch import save_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    quiet_transformers()
+    try:
+        model = AutoModelForCausalLM.from_pretrained(resolved.source, gguf_file=resolved.gguf_file, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(resolved.source, gguf_file=resolved.gguf_file)
+    except ImportError as exc:
+        raise StageError(
+            f"reading {source} needs the gguf package ({exc}); run `pip install gguf` (make install does)"
+        ) from exc
+    cache_root.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".checkpoint-", dir=cache_root))
+    try:
+        model.config.save_pretrained(staging)
+        model.generation_config.save_pretrained(staging)
+        save_model(model, str(staging / "model.safetensors"))  # tied weights stored once
+        tokenizer.save_pretrained(staging)
+        staging.rename(target)
+    except OSError:
+        if not (target / "model.safetensors").is_file():
+            raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # gone after the rename; left over after a lost race
+    return target

@@ -154,7 +154,8 @@ class SourceContext:
 
 @dataclass
 class TrainContext:
-    """Inputs of a trainer. ``labels`` fixes the order of the model's outputs."""
+    """Inputs of a trainer. ``labels`` fixes the order of the model's outputs; ``cache_dir`` is where a model
+    converted from another format (a GGUF file) is kept between runs."""
 
     labels: list[str]
     work_dir: Path
@@ -162,6 +163,7 @@ class TrainContext:
     task: TaskFactory
     warn: Callable[[str], None] = _ignore
     log: Callable[[str], None] = _ignore
+    cache_dir: Path | None = None
 
 
 @dataclass

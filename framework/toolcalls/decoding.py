@@ -9,6 +9,7 @@ its token budget (:func:`token_budget`), even for an untrained model. Greedy dec
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import time
 from dataclasses import dataclass
@@ -71,6 +72,14 @@ def token_budget(schema: dict[str, Any]) -> int:
     return 4 * _chars(schema, schema.get("$defs", {})) + 1
 
 
+@functools.cache
+def _cache_argument() -> str:
+    """What this transformers calls the KV cache in a forward pass and its output (``cache`` from 5.x on)."""
+    from transformers.modeling_outputs import CausalLMOutputWithPast
+
+    return "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
+
+
 @dataclass
 class Decoded:
     """One constrained generation: the text, the tokens it took, whether the grammar accepted it, and time."""
@@ -114,8 +123,8 @@ class ConstrainedDecoder:
         past, current = None, ids
         with torch.no_grad():
             for _ in range(max_new_tokens or self.budget):
-                output = self.model(current, past_key_values=past, use_cache=True)
-                past = output.past_key_values
+                output = self.model(current, **{_cache_argument(): past}, use_cache=True)
+                past = getattr(output, _cache_argument())
                 logits = output.logits[:, -1, :].float()
                 llguidance.torch.fill_next_token_bitmask(matcher, bitmask, 0)
                 vocab = logits.shape[-1]
