@@ -10,15 +10,14 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
-from framework.data.rows import normalize_text
 from framework.plugin_api import Rejection, ValidateContext
 from framework.registry import PluginParams, validators
+from framework.toolcalls.semantics import named_in
 from framework.toolcalls.spec import ToolCallsSpec
 
 from ._common import Hit, clip, collect_rejections, row_text
@@ -104,27 +103,6 @@ class Params(PluginParams):
         return issues
 
 
-_EDGES = "'\"`,;:()[]{}<>"
-
-
-def _bare(text: str) -> str:
-    """A word of a query as a value would be written: case folded, without quotes, brackets, a sentence's final
-    punctuation or a leading ``./``."""
-    word = text.strip().casefold().strip(_EDGES).rstrip(".?!")
-    return word.removeprefix("./")
-
-
-def _named_in(value: str, query: str) -> bool:
-    """Whether the query names ``value``: a one-word value (a path) is one of the query's words, a longer one occurs
-    in it as written, not inside a longer word. A value without a letter or digit (``""``, ``"."``) is never named."""
-    if not normalize_text(value):
-        return False
-    wanted = _bare(value)
-    if len(wanted.split()) == 1:
-        return any(_bare(word) == wanted for word in query.split())
-    return re.search(rf"(?<![\w/.]){re.escape(wanted)}(?![\w/])", query.casefold()) is not None
-
-
 def check(row: dict[str, Any], params: Params, spec: ToolCallsSpec) -> Hit | None:
     """The first safety rule the row's call breaks, or None."""
     call = call_of(row)
@@ -155,7 +133,7 @@ def check(row: dict[str, Any], params: Params, spec: ToolCallsSpec) -> Hit | Non
     declared = spec.tools[tool].arguments if tool in spec.tools else {}
     for name, arg_spec in declared.items():
         value = arguments.get(name)
-        if params.check_paths and arg_spec.from_query and isinstance(value, str) and not _named_in(value, query):
+        if params.check_paths and arg_spec.from_query and isinstance(value, str) and not named_in(value, query):
             return "magic_path", f"{tool}.{name} is {clip(value)}, which the query never names"
     return None
 
