@@ -22,8 +22,7 @@ from framework.toolcalls.semantics import SemanticRules
 from framework.toolcalls.spec import ToolCallsSpec
 
 FEEDBACK = (
-    "Your call was refused: {reason}. Reply with a corrected call that follows the tools' rules, "
-    "as one JSON object."
+    "Your call was refused: {reason}. Reply with a corrected call that follows the tools' rules, as one JSON object."
 )
 
 
