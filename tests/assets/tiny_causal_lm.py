@@ -5,15 +5,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.assets.tiny_chat_tokenizer import build_tiny_chat_tokenizer
+from tests.assets.tiny_chat_tokenizer import CHATML, build_tiny_chat_tokenizer
 
 
-def build_tiny_causal_lm(target: Path, seed: int = 0) -> Path:
-    """A 2-layer, 32-wide Llama and its tokenizer, saved in Hugging Face layout at ``target``."""
+def build_tiny_causal_lm(target: Path, seed: int = 0, chat_template: str | None = CHATML) -> Path:
+    """A 2-layer, 32-wide Llama and its tokenizer (with ``chat_template``), saved in Hugging Face layout."""
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    build_tiny_chat_tokenizer(target)
+    build_tiny_chat_tokenizer(target, chat_template)
     tokenizer = AutoTokenizer.from_pretrained(str(target))
     torch.manual_seed(seed)
     config = LlamaConfig(

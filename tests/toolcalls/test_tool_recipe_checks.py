@@ -32,9 +32,22 @@ def test_a_template_whose_call_fails_the_schema_is_found_by_the_check() -> None:
 
 def test_the_tool_calls_target_needs_tools_and_the_structural_layer() -> None:
     found = problems(REPO / "recipes" / "code_search.yaml", "target=tool_calls")
-    assert len(found) == 1 and found[0].startswith("tool_calls: the tool_calls target exports tool calls")
+    assert len(found) == 2 and found[0].startswith("tool_calls: the tool_calls target exports tool calls")
+    assert found[1] == (
+        "trainer.plugin: the tool_calls target trains a causal LM on chat records; encoder does not (use override "
+        "/trainer: causal_lora)"
+    )
     found = problems(TINY_TOOLS, "+validate.layers.structural.enabled=false")
     assert len(found) == 1 and found[0].startswith("validate.layers: no enabled tool_structural layer")
+
+
+def test_the_export_tokenizer_must_be_the_trained_models() -> None:
+    found = problems(TINY_TOOLS, "tool_export.tokenizer=smollm2", "trainer.model=/some/where")
+    assert found == [
+        "tool_export.tokenizer: is smollm2, but trainer.model is /some/where: the chat files are rendered with the "
+        "tokenizer's chat template, which the model must share; set both to the same model (or leave "
+        "tool_export.tokenizer null)"
+    ]
 
 
 def test_the_classifier_template_generator_is_refused_in_a_tool_recipe() -> None:
