@@ -20,9 +20,8 @@ from framework.config.check import ValidatedRecipe, check_recipe
 from framework.config.compose import RecipeRef
 from framework.errors import IntentcraftError, user_message
 from framework.io import atomic_write_json, atomic_write_text
-from framework.pipeline.facts import BundleFacts
 from framework.pipeline.progress import LOG, STDERR, format_seconds, say
-from framework.pipeline.runner import Pipeline, StagePlan, facts_from_manifest
+from framework.pipeline.runner import Pipeline, StagePlan
 from framework.pipeline.targets import target_stages
 from framework.plugin_api import ReportContext
 from framework.redact import redact, scrub, secret_values
@@ -203,10 +202,10 @@ def _report(pipeline: Pipeline, plans: list[StagePlan], run_dir: Path) -> Path |
 
 def _link_bundle(pipeline: Pipeline, plans: list[StagePlan], run_dir: Path) -> Path | None:
     """Link the run record to the bundle the bundle stage published (targets without one ship none)."""
-    plan = next((p for p in plans if p.stage.name == "bundle"), None)
+    plan = next((p for p in reversed(plans) if "bundle_dir" in pipeline.manifest(p)), None)
     if plan is None:
         return None
-    bundle = plan.directory / facts_from_manifest(pipeline.manifest(plan), BundleFacts).bundle_dir
+    bundle = plan.directory / str(pipeline.manifest(plan)["bundle_dir"])
     link = run_dir / "bundle"
     if not link.exists():
         link.symlink_to(bundle.resolve(), target_is_directory=True)
@@ -240,7 +239,8 @@ def run_recipe(
         console.print(f"report: {report}")
     if bundle is not None:
         console.print(f"[bold green]bundle:[/] {bundle}  (also linked from {run_dir / 'bundle'})")
-        console.print(f'try it: intentcraft predict {bundle} "your query"')
+        if recipe.config.target == "classifier":
+            console.print(f'try it: intentcraft predict {bundle} "your query"')
     console.print(f"run record: {run_dir}")
     where = [f"{name}: {path}" for name, path in (("report", report), ("bundle", bundle)) if path is not None]
     log_summary(pipeline, plans, actions, where)

@@ -99,6 +99,28 @@ def exports_table(manifest: dict[str, Any], directory: Path) -> Table:
     return table
 
 
+def tool_scores_table(manifest: dict[str, Any]) -> Table:
+    """The tool router's scores on the test split, before (base model, zero-shot) and after LoRA."""
+    table = Table(title=f"Tool router on the test split ({manifest.get('evidence')} rows)", title_justify="left")
+    for column, justify in (("metric", "left"), ("base model, zero-shot", "right"), ("after LoRA", "right")):
+        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    before, after = manifest.get("before") or {}, manifest.get("after") or {}
+    for label, key, percent in (
+        ("JSON validity", "json_valid", True), ("schema pass", "schema_pass", True),
+        ("tool accuracy", "tool_accuracy", True), ("status accuracy", "status_accuracy", True),
+        ("call exact match", "call_exact_match", True), ("latency p50 (ms)", "latency_ms_p50", False),
+    ):  # fmt: skip
+        cells = [_score(part.get(key), percent) if part else "-" for part in (before, after)]
+        table.add_row(label, *cells)
+    return table
+
+
+def _score(value: Any, percent: bool) -> str:
+    if value is None:
+        return "n/a"
+    return f"{100 * value:.1f}%" if percent else f"{value}"
+
+
 def print_calibration_checks(console: Console, manifests: dict[str, dict[str, Any]]) -> None:
     """Each calibration check on its own line: ``warning`` (yellow) or ``ok`` (green), its stage, its text."""
     for stage, check in manifest_checks(manifests):
@@ -120,6 +142,8 @@ def print_run_summary(console: Console, pipeline: Pipeline, plans: list[StagePla
     exported = next((plan for plan in plans if plan.stage.name == "tool_export"), None)
     if exported is not None and "files" in manifests["tool_export"]:
         console.print(exports_table(manifests["tool_export"], exported.directory))
+    if "tool_evaluate" in manifests and "after" in manifests["tool_evaluate"]:
+        console.print(tool_scores_table(manifests["tool_evaluate"]))
     if "evaluate" in manifests or "train" in manifests:
         console.print(model_table(manifests))
     print_calibration_checks(console, manifests)

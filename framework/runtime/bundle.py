@@ -169,16 +169,28 @@ def verify_bundle(bundle_dir: Path | str) -> BundleInfo:
             or labels that disagree with the calibration.
     """
     root = Path(bundle_dir)
+    listed = verify_checksums(root, REQUIRED_FILES)
+    info = read_bundle(root)
+    return BundleInfo(info.path, info.labels, info.calibration, info.manifest, dict(listed))
+
+
+def verify_checksums(bundle_dir: Path | str, required: tuple[str, ...] | list[str]) -> dict[str, str]:
+    """Check that ``required`` files exist and that every file matches ``checksums.json`` (none added, none missing);
+    returns the listing. Shared by every kind of bundle.
+
+    Raises:
+        BundleError: a missing directory or file, or a changed, unlisted or missing file.
+    """
+    root = Path(bundle_dir)
     _require_dir(root)
     listed = _read_checksums(root)
-    _check_listing(root, listed)
+    _check_listing(root, listed, tuple(required))
     for name, expected in listed.items():
         actual = sha256_file(root / name)
         if actual != expected:
             problem = f"{name} does not match {CHECKSUMS} (expected {expected[:12]}…, got {actual[:12]}…): {TAMPERED}"
             raise BundleError(root, name, problem)
-    info = read_bundle(root)
-    return BundleInfo(info.path, info.labels, info.calibration, info.manifest, dict(listed))
+    return listed
 
 
 def read_bundle(bundle_dir: Path | str) -> BundleInfo:
@@ -217,9 +229,9 @@ def _read_checksums(root: Path) -> dict[str, str]:
     return listed
 
 
-def _check_listing(root: Path, listed: dict[str, str]) -> None:
+def _check_listing(root: Path, listed: dict[str, str], needed: tuple[str, ...]) -> None:
     present = bundle_files(root)
-    required = [name for name in REQUIRED_FILES if name not in present]
+    required = [name for name in needed if name not in present]
     if required:
         raise BundleError(root, required[0], f"{', '.join(required)} missing: {TAMPERED}")
     missing = sorted(set(listed) - set(present))

@@ -1,7 +1,7 @@
 """The built-in targets: the ``classifier`` (generate -> validate -> split -> train -> export -> calibrate ->
 evaluate -> bundle), a sequence classifier shipped as an ONNX bundle; and ``tool_calls`` (generate -> validate ->
-split -> tool_export -> lora_train), validated tool-call examples exported as chat and OpenAI fine-tuning files
-and a LoRA adapter trained on them."""
+split -> tool_export -> lora_train -> tool_evaluate), validated tool-call examples exported as chat and OpenAI
+fine-tuning files, and a LoRA adapter trained on them, bundled and scored."""
 
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ CLASSIFIER = register_target(
 TOOL_CALLS = register_target(
     Target(
         "tool_calls",
-        ("generate", "validate", "split", "tool_export", "lora_train"),
+        ("generate", "validate", "split", "tool_export", "lora_train", "tool_evaluate"),
         "validated tool-call examples (tools declared under tool_calls), exported as chat and OpenAI fine-tuning "
-        "JSONL, and LoRA adapters trained on them",
+        "JSONL; a LoRA adapter trained on them, bundled and scored before and after fine-tuning",
     )
 )

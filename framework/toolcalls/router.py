@@ -8,13 +8,19 @@ is checked after decoding; a failing call is regenerated with the reason as feed
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from framework.errors import IntentcraftError
+from framework.models import checkpoint_from_gguf, resolve_model
+from framework.runtime.bundle import BundleError
+from framework.toolcalls.bundle import BaseModelRef, read_tool_bundle, semantic_rules, weights_sha256
 from framework.toolcalls.decoding import DEFAULT_MAX_CHARS, ConstrainedDecoder
 from framework.toolcalls.exports import system_prompt
 from framework.toolcalls.schema import ToolCallSchema, describe_errors
@@ -66,6 +72,27 @@ class ToolRoute:
         return ToolCallSchema.label(self.call) if self.call is not None else None
 
 
+def default_cache() -> Path:
+    """Where a base model converted from GGUF is kept for bundles loaded outside a run (``INTENTCRAFT_CACHE``)."""
+    return Path(os.environ.get("INTENTCRAFT_CACHE") or Path.home() / ".cache" / "intentcraft") / "models"
+
+
+def base_model_dir(ref: BaseModelRef, cache_dir: Path | None = None) -> str:
+    """Where the bundle's base model loads from, after checking it is the one the adapter was trained on."""
+    resolved = resolve_model(ref.name, "base_model")
+    if not resolved.is_local:
+        return resolved.source  # a hub id: transformers fetches it (online users); its digest is not checked here
+    digest = weights_sha256(Path(resolved.source), resolved.gguf_file)
+    if digest != ref.weights_sha256:
+        raise IntentcraftError(
+            f"the bundle's adapter was trained on {ref.name} with weights SHA-256 {ref.weights_sha256[:16]}…, but "
+            f"{resolved.source} holds {digest[:16]}…: install the same base model (or point the bundle at it)"
+        )
+    if resolved.gguf_file is None:
+        return resolved.source
+    return str(checkpoint_from_gguf(resolved, cache_dir or default_cache()))
+
+
 class ToolRouter:
     """Routes queries to tool calls with a causal LM (with or without a LoRA adapter) and the recipe's tools."""
 
@@ -84,6 +111,29 @@ class ToolRouter:
         self.max_retries = max_retries
         self.system = system_prompt(spec)
         self.decoder = ConstrainedDecoder(model, tokenizer, self.schema, max_chars)
+
+    @classmethod
+    def load(cls, bundle_dir: Path | str, cache_dir: Path | None = None, threads: int | None = None) -> ToolRouter:
+        """A router from a bundle: checksums verified, the base model checked against the adapter's, the adapter
+        applied."""
+        import torch
+        from peft import PeftModel
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        root = Path(bundle_dir)
+        manifest, spec = read_tool_bundle(root)
+        if threads:
+            torch.set_num_threads(threads)
+        try:
+            base = AutoModelForCausalLM.from_pretrained(
+                base_model_dir(manifest.base_model, cache_dir), dtype=torch.float32
+            )
+            model = PeftModel.from_pretrained(base, str(root / manifest.adapter)).eval()
+            tokenizer = AutoTokenizer.from_pretrained(str(root / manifest.tokenizer))
+        except OSError as exc:
+            raise BundleError(root, manifest.adapter, f"the model does not load: {str(exc).splitlines()[0]}") from exc
+        rules = semantic_rules(manifest, spec)
+        return cls(model, tokenizer, spec, rules, manifest.max_retries, manifest.max_chars)
 
     def prompt(self, turns: list[dict[str, str]]) -> str:
         """The conversation rendered up to a new assistant turn."""

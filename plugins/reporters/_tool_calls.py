@@ -8,6 +8,21 @@ from typing import Any
 from ._sections import Cell, Report, as_dict, fmt
 
 TOOL_EXPORT = "tool_export"
+TOOL_EVALUATE = "tool_evaluate"
+LORA_TRAIN = "lora_train"
+SCORES = [
+    ("JSON validity (first answer)", "json_valid"),
+    ("schema pass (first answer)", "schema_pass"),
+    ("tool accuracy", "tool_accuracy"),
+    ("status accuracy", "status_accuracy"),
+    ("call exact match", "call_exact_match"),
+    ("unsafe calls (first answer)", "unsafe_call_rate"),
+    ("invented paths (first answer)", "magic_path_rate"),
+    ("regenerated with feedback", "regenerated"),
+    ("failed after retries", "failed"),
+    ("latency p50 (ms)", "latency_ms_p50"),
+    ("latency p95 (ms)", "latency_ms_p95"),
+]
 COMPLETE = "complete"
 
 
@@ -63,10 +78,45 @@ def _samples(report: Report, facts: dict[str, Any]) -> list[str]:
     return ["### Sample rows (test split)", "", *report.table(["tool", "query", "call"], rows)] if rows else []
 
 
+def _training(report: Report) -> list[str]:
+    train = as_dict((report.manifest(LORA_TRAIN) or {}).get("train"))
+    if not train:
+        return []
+    history = [as_dict(h) for h in train.get("history") or []]
+    rows = [[h.get("epoch"), h.get("train_loss"), h.get("eval_loss"), h.get("tokens_per_second")] for h in history]
+    intro = (
+        f"LoRA on `{train.get('model')}` ({train.get('model_origin')}): {train.get('trainable_parameters')} trainable "
+        f"parameters of {train.get('parameters')}, {train.get('train_rows')} train and {train.get('eval_rows')} eval "
+        f"examples, peak memory {train.get('peak_memory_mb')} MB."
+    )
+    table = report.table(["epoch", "train loss", "eval loss", "tokens/s"], rows)
+    return ["### LoRA training", "", intro, "", *table]
+
+
+def _scores(report: Report) -> list[str]:
+    manifest = report.manifest(TOOL_EVALUATE)
+    if manifest is None:
+        return []
+    after, before = as_dict(manifest.get("after")), as_dict(manifest.get("before"))
+    rows = [[label, before.get(key) if before else "not measured", after.get(key)] for label, key in SCORES]
+    lines = ["### Evaluation on the test split", ""]
+    if manifest.get("evidence") == "synthetic":
+        lines += ["> **Synthetic rows: these numbers measure agreement with the recipe's own examples, not real-world "
+                  "accuracy.**", ""]  # fmt: skip
+    lines += report.table(["metric", "base model, zero-shot", "after LoRA"], rows)
+    per_argument = as_dict(after.get("per_argument_match"))
+    arg_rows = [[name, as_dict(before.get("per_argument_match")).get(name) if before else None, value]
+                for name, value in per_argument.items()]  # fmt: skip
+    if arg_rows:
+        lines += ["Per argument (share of rows whose value matches exactly):", ""]
+        lines += report.table(["argument", "base model, zero-shot", "after LoRA"], arg_rows)
+    return lines
+
+
 def tool_calls(report: Report) -> list[str]:
     """The section, when the run has a ``tool_export`` stage."""
     manifest = report.manifest(TOOL_EXPORT)
     if manifest is None:
         return []
     return ["## Tool calls", "", *_per_tool(report, manifest), *_files(report, manifest), *_tokens(report, manifest),
-            *_samples(report, manifest)]  # fmt: skip
+            *_samples(report, manifest), *_training(report), *_scores(report)]  # fmt: skip

@@ -80,6 +80,7 @@ TOOL_CALL_OPTIONS = {
     ("validate", "tool_calls"),
     ("tool_export", "default"),
     ("trainer", "causal_lora"),
+    ("tool_evaluate", "default"),
 }
 """Options for tool_calls recipes: they compose on the tiny tool-call recipe."""
 

@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 
 from framework.io import read_jsonl
+from framework.runtime.bundle import BundleError
+from framework.toolcalls.router import ToolRouter
 from framework.toolcalls.schema import ToolCallSchema
 from tests.assets.tiny_causal_lm import build_tiny_causal_lm
 from tests.conftest import ASSETS, llm_base_overrides, load_recipe, run_cli
@@ -86,7 +88,8 @@ def tiny_tokenizer(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_tiny_tool_recipe_exports_trains_and_caches(tmp_path: Path, tiny_tokenizer: Path) -> None:
     from transformers import AutoTokenizer
 
-    tiny = ("trainer.epochs=1", "trainer.rank=4", "trainer.batch_size=8")
+    tiny = ("trainer.epochs=1", "trainer.rank=4", "trainer.batch_size=8", "tool_evaluate.max_chars=24",
+            "tool_evaluate.max_rows=6")  # fmt: skip
     args = (f"recipe={TINY_TOOLS}", f"paths.outputs={tmp_path / 'out'}", f"trainer.model={tiny_tokenizer}", *tiny)
     done = run_cli("run", *args, cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -97,11 +100,27 @@ def test_tiny_tool_recipe_exports_trains_and_caches(tmp_path: Path, tiny_tokeniz
     assert (trained / "adapter" / "adapter_model.safetensors").is_file()
     training = json.loads((trained / "training.json").read_text())
     assert training["train_rows"] == json.loads((export_dir / "manifest.json").read_text())["lines"]["train"]
+    evaluated = stage_dir(tmp_path / "out", "tool_evaluate")
+    bundle = evaluated / "bundle"
+    assert "bundle: " in done.stdout and str(bundle.relative_to(tmp_path)) in done.stdout.replace("\n", "")
+    facts = json.loads((evaluated / "manifest.json").read_text())
+    for part in ("before", "after"):
+        assert facts[part]["json_valid"] == 1.0 and facts[part]["rows"] > 0  # constrained decoding: always JSON
+    report = next((tmp_path / "out" / "runs" / "tiny_tools").glob("*/report.md")).read_text()
+    assert "### LoRA training" in report and "### Evaluation on the test split" in report
+    card = (bundle / "model_card.md").read_text()
+    assert "| tool accuracy |" in card and "Synthetic rows" in card
+    router = ToolRouter.load(bundle, cache_dir=tmp_path / "models")
+    route = router.route("open src/a.py")
+    assert route.ok or route.failure == "magic_path"
+    (bundle / "tool_calls.json").write_text((bundle / "tool_calls.json").read_text() + " ")
+    with pytest.raises(BundleError, match=r"tool_calls\.json does not match checksums\.json"):
+        ToolRouter.load(bundle)
     status = run_cli("status", *args, cwd=tmp_path)
-    assert status.returncode == 0 and status.stdout.count("CURRENT") == 5, status.stdout
+    assert status.returncode == 0 and status.stdout.count("CURRENT") == 6, status.stdout
     (tiny_tokenizer / "tokenizer.json").write_text((tiny_tokenizer / "tokenizer.json").read_text() + " ")
     stale = run_cli("status", *args, cwd=tmp_path)
-    assert "tool_export" in stale.stdout and stale.stdout.count("STALE") == 2, stale.stdout  # export and training
+    assert "tool_export" in stale.stdout and stale.stdout.count("STALE") == 3, stale.stdout  # export, training, bundle
 
 
 def test_a_tokenizer_without_chat_template_is_a_clear_error(tmp_path: Path) -> None:
