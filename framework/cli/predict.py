@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -139,6 +139,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     source = args.input or "-"
     texts = [args.text] if args.text is not None else _read_lines(source)
     interactive = args.text is None and source == "-" and sys.stdin.isatty()  # answer each line as typed
+    if (Path(args.bundle) / "tool_router.json").is_file():
+        return _predict_tool_calls(args, texts, output, threads)
     router = Router.load(args.bundle, verify=True, threads=threads)
     if args.text is not None and not args.jsonl and args.output is None:
         _print_result(router.predict(args.text, top_k=args.top_k)[0])
@@ -157,6 +159,41 @@ def cmd_predict(args: argparse.Namespace) -> int:
         sys.stdout.flush()
         return 0
     _silence_stdout()
+    return 0
+
+
+def _tool_route_dict(route: Any) -> dict[str, Any]:
+    from framework.toolcalls.schema import ToolCallSchema
+
+    return {
+        "query": route.query,
+        "call": ToolCallSchema.dump(route.call) if route.call is not None else None,
+        "ok": route.ok,
+        "failure": route.failure,
+        "attempts": [{"text": a.text, "rule": a.rule, "problem": a.problem} for a in route.attempts],
+        "latency_ms": round(route.latency_ms, 1),
+    }
+
+
+def _predict_tool_calls(
+    args: argparse.Namespace, texts: Iterable[str], output: Path | None, threads: int | None
+) -> int:
+    """``predict`` on a tool-router bundle: one validated call (or a typed failure) per query, as JSON."""
+    from framework.toolcalls.router import ToolRouter
+
+    router = ToolRouter.load(args.bundle, threads=threads)
+    if args.text is not None and not args.jsonl and args.output is None:
+        route = router.route(args.text)
+        print(json.dumps(_tool_route_dict(route), ensure_ascii=False, indent=2))
+        return 0 if route.ok else 1
+    lines = (json.dumps(_tool_route_dict(router.route(text)), ensure_ascii=False) + "\n" for text in texts)
+    if output is not None:
+        count = _write_lines(output, lines)
+        ERR.print(f"wrote {count} results to {escape(str(args.output))}", highlight=False)
+        return 0
+    for line in lines:
+        sys.stdout.write(line)
+        sys.stdout.flush()
     return 0
 
 

@@ -113,6 +113,10 @@ def test_tiny_tool_recipe_exports_trains_and_caches(tmp_path: Path, tiny_tokeniz
     router = ToolRouter.load(bundle, cache_dir=tmp_path / "models")
     route = router.route("open src/a.py")
     assert route.ok or route.failure == "magic_path"
+    predicted = run_cli("predict", str(bundle), "open src/a.py", cwd=tmp_path, env={"INTENTCRAFT_CACHE": str(tmp_path)})
+    answer = json.loads(predicted.stdout)
+    assert answer["query"] == "open src/a.py" and answer["attempts"] and answer["latency_ms"] > 0
+    assert predicted.returncode == (0 if answer["ok"] else 1) and (answer["call"] is None) != answer["ok"]
     (bundle / "tool_calls.json").write_text((bundle / "tool_calls.json").read_text() + " ")
     with pytest.raises(BundleError, match=r"tool_calls\.json does not match checksums\.json"):
         ToolRouter.load(bundle)
