@@ -200,9 +200,13 @@ def _report(pipeline: Pipeline, plans: list[StagePlan], run_dir: Path) -> Path |
     return cast("Path | None", bound.spec.func(bound.params, context))
 
 
+SHIPPING_STAGES = ("bundle", "tool_evaluate")
+"""The stages whose ``bundle_dir`` is the bundle a run ships (the classifier's and the tool router's)."""
+
+
 def _link_bundle(pipeline: Pipeline, plans: list[StagePlan], run_dir: Path) -> Path | None:
     """Link the run record to the bundle the bundle stage published (targets without one ship none)."""
-    plan = next((p for p in reversed(plans) if "bundle_dir" in pipeline.manifest(p)), None)
+    plan = next((p for p in plans if p.stage.name in SHIPPING_STAGES), None)
     if plan is None:
         return None
     bundle = plan.directory / str(pipeline.manifest(plan)["bundle_dir"])
