@@ -32,7 +32,9 @@ PREDICT_EPILOG = """examples:
   intentcraft predict outputs/bundle "who calls authenticate_user"
   intentcraft predict outputs/bundle < queries.txt                # one JSON object per line
   intentcraft predict outputs/bundle --input queries.txt --output routes.jsonl
-The bundle's checksums are always verified first. exit codes: 0 ok, 2 bad input or bundle"""
+On a tool-router bundle (tool_router.json) it prints the validated call as JSON.
+The bundle's checksums are always verified first. exit codes: 0 ok, 1 a tool router's single query failed
+every attempt (the JSON says why), 2 bad input or bundle"""
 STDOUT = "-"
 
 
@@ -100,6 +102,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
     """
     from framework.runtime.router import Router
 
+    if (Path(args.bundle) / "tool_router.json").is_file():
+        return _verify_tool_bundle(args.bundle)
     router = Router.load(args.bundle, verify=True, threads=1)
     router.self_check()
     info, calibration = router.info, router.info.calibration
@@ -111,6 +115,24 @@ def cmd_verify(args: argparse.Namespace) -> int:
         f"{_ood_words(calibration.ood)}; "
         f"recipe {escape(info.manifest.recipe)}, max_length {info.manifest.max_length}; "
         "model and tokenizer load and route a test text",
+        highlight=False,
+        soft_wrap=True,
+    )
+    return 0
+
+
+def _verify_tool_bundle(bundle: str) -> int:
+    """``verify`` on a tool-router bundle: checksums and schemas, then a load and one routed query."""
+    from framework.toolcalls.bundle import read_tool_bundle
+    from framework.toolcalls.router import ToolRouter
+
+    manifest, spec = read_tool_bundle(bundle)
+    route = ToolRouter.load(bundle, threads=1).route("hello")
+    OUT.print(
+        f"[green]OK[/] {escape(bundle)}: files match checksums.json (sha256); tool router for "
+        f"{escape(', '.join(spec.labels))} on {escape(manifest.base_model.name)} (weights SHA-256 "
+        f"{manifest.base_model.weights_sha256[:16]}…); the model loads and answers a test query "
+        f"({'a valid call' if route.ok else 'a typed failure: ' + str(route.failure)})",
         highlight=False,
         soft_wrap=True,
     )
@@ -191,9 +213,12 @@ def _predict_tool_calls(
         count = _write_lines(output, lines)
         ERR.print(f"wrote {count} results to {escape(str(args.output))}", highlight=False)
         return 0
-    for line in lines:
-        sys.stdout.write(line)
-        sys.stdout.flush()
+    with contextlib.suppress(BrokenPipeError):
+        for line in lines:
+            sys.stdout.write(line)
+            sys.stdout.flush()
+        return 0
+    _silence_stdout()
     return 0
 
 

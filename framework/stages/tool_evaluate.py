@@ -19,7 +19,14 @@ from framework.pipeline.runner import RecipeSection, StageDef, StageRun
 from framework.pipeline.targets import register_stage
 from framework.runtime.bundle import write_checksums
 from framework.stages.lora_train import LoraTrainFacts
-from framework.toolcalls.bundle import BaseModelRef, Semantics, ToolBundleManifest, weights_sha256, write_tool_bundle
+from framework.toolcalls.bundle import (
+    BaseModelRef,
+    Semantics,
+    ToolBundleManifest,
+    UnsafeRule,
+    weights_sha256,
+    write_tool_bundle,
+)
 from framework.toolcalls.decoding import DEFAULT_MAX_CHARS
 from framework.toolcalls.evaluation import score_routes
 from framework.toolcalls.router import ToolRouter, base_model_dir
@@ -66,7 +73,7 @@ def _semantics(recipe: ValidatedRecipe) -> Semantics:
         unsafe = []
         for rule in getattr(params, "unsafe", []):
             pattern = rule.pattern or "|".join(re.escape(needle) for needle in rule.contains)
-            unsafe.append({"name": rule.name, "pattern": pattern, "reason": rule.reason})
+            unsafe.append(UnsafeRule(name=rule.name, pattern=pattern, reason=rule.reason))
         return Semantics(code_arguments=params.code_arguments, unsafe=unsafe, check_paths=params.check_paths)  # type: ignore[attr-defined]
     return Semantics()
 

