@@ -28,7 +28,7 @@ from framework.toolcalls.bundle import (
     write_tool_bundle,
 )
 from framework.toolcalls.decoding import DEFAULT_MAX_CHARS
-from framework.toolcalls.evaluation import score_routes
+from framework.toolcalls.evaluation import SCORE_ROWS, score_routes
 from framework.toolcalls.router import ToolRouter, base_model_dir
 
 if TYPE_CHECKING:
@@ -133,27 +133,13 @@ def run_tool_evaluate(run: StageRun) -> ToolEvaluateFacts:
     return ToolEvaluateFacts(bundle_dir=BUNDLE_DIR, evidence=evidence, after=after, before=before)
 
 
-CARD_ROWS = [
-    ("JSON validity (first answer)", "json_valid"),
-    ("schema pass (first answer)", "schema_pass"),
-    ("tool accuracy", "tool_accuracy"),
-    ("status accuracy", "status_accuracy"),
-    ("call exact match", "call_exact_match"),
-    ("unsafe calls (first answer)", "unsafe_call_rate"),
-    ("invented paths (first answer)", "magic_path_rate"),
-    ("regenerated with feedback", "regenerated"),
-    ("failed after retries", "failed"),
-    ("latency p50 / p95 (ms)", "latency"),
-]
-
-
 def _cell(metrics: dict[str, Any] | None, key: str) -> str:
     if metrics is None:
         return "not measured"
-    if key == "latency":
-        return f"{metrics['latency_ms_p50']} / {metrics['latency_ms_p95']}"
     value = metrics.get(key)
-    return "n/a" if value is None else f"{100 * value:.1f}%"
+    if value is None:
+        return "n/a"
+    return str(value) if key.startswith("latency") else f"{100 * value:.1f}%"
 
 
 def model_card(name: str, manifest: ToolBundleManifest, evaluation: dict[str, Any], trained: LoraTrainFacts) -> str:
@@ -172,7 +158,7 @@ def model_card(name: str, manifest: ToolBundleManifest, evaluation: dict[str, An
         lines += ["> **Synthetic rows: these numbers measure agreement with the recipe's own examples, not "
                   "real-world accuracy.**", ""]  # fmt: skip
     lines += ["| metric | base model, zero-shot | after LoRA |", "|---|---:|---:|"]
-    lines += [f"| {label} | {_cell(before, key)} | {_cell(after, key)} |" for label, key in CARD_ROWS]
+    lines += [f"| {label} | {_cell(before, key)} | {_cell(after, key)} |" for label, key in SCORE_ROWS]
     train = trained.train.model_dump()
     lines += ["", "## Training", "", f"- trainable parameters: {train.get('trainable_parameters')} of "
               f"{train.get('parameters')}", f"- epochs run: {train.get('epochs_run')}, best eval loss "

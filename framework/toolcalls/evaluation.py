@@ -14,6 +14,20 @@ from framework.toolcalls.router import ToolRoute
 from framework.toolcalls.schema import ToolCallSchema
 
 SEMANTIC_RULES = ("magic_path", "unsafe_code")
+SCORE_ROWS = [
+    ("JSON validity (first answer)", "json_valid"),
+    ("schema pass (first answer)", "schema_pass"),
+    ("tool accuracy", "tool_accuracy"),
+    ("status accuracy", "status_accuracy"),
+    ("call exact match", "call_exact_match"),
+    ("unsafe calls (first answer)", "unsafe_call_rate"),
+    ("invented paths (first answer)", "magic_path_rate"),
+    ("regenerated with feedback", "regenerated"),
+    ("failed after retries", "failed"),
+    ("latency p50 (ms)", "latency_ms_p50"),
+    ("latency p95 (ms)", "latency_ms_p95"),
+]
+"""How the model card, the report and the run summary name each score, in the order they show them."""
 
 
 def _json_valid(text: str) -> bool:

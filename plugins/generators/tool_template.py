@@ -24,6 +24,7 @@ from framework.data.templating import make_environment, template_variables
 from framework.errors import StageError
 from framework.plugin_api import GenerateContext
 from framework.registry import PluginParams, generators
+from framework.toolcalls.checks import template_strings
 from framework.toolcalls.schema import ToolCallSchema
 from framework.toolcalls.spec import COMPLETE, RUNNING, AnswerTemplate, SlotValue, ToolCallsSpec, ToolTemplate
 
@@ -92,7 +93,7 @@ class _Renderer:
         sources = [("query", template.query)]
         if isinstance(template, ToolTemplate):
             sources.append(("thought", template.thought))
-            sources += list(_strings(template.arguments, "arguments"))
+            sources += list(template_strings(template.arguments, "arguments"))
         else:
             sources.append(("final_answer", template.final_answer))
         parts = []
@@ -118,17 +119,6 @@ class _Renderer:
                 raise _error(job.label, compiled.index, part.where, part.source, exc) from exc
             rendered[part.where] = " ".join(text.split()) if part.where in ("query", "thought") else text.strip()
         return rendered, values
-
-
-def _strings(value: Any, path: str) -> Iterator[tuple[str, str]]:
-    if isinstance(value, str):
-        yield path, value
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            yield from _strings(item, f"{path}[{index}]")
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            yield from _strings(item, f"{path}.{key}")
 
 
 def _filled(value: Any, path: str, rendered: dict[str, str]) -> Any:

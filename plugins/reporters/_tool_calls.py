@@ -5,24 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from framework.toolcalls.evaluation import SCORE_ROWS
+
 from ._sections import Cell, Report, as_dict, fmt
 
 TOOL_EXPORT = "tool_export"
 TOOL_EVALUATE = "tool_evaluate"
 LORA_TRAIN = "lora_train"
-SCORES = [
-    ("JSON validity (first answer)", "json_valid"),
-    ("schema pass (first answer)", "schema_pass"),
-    ("tool accuracy", "tool_accuracy"),
-    ("status accuracy", "status_accuracy"),
-    ("call exact match", "call_exact_match"),
-    ("unsafe calls (first answer)", "unsafe_call_rate"),
-    ("invented paths (first answer)", "magic_path_rate"),
-    ("regenerated with feedback", "regenerated"),
-    ("failed after retries", "failed"),
-    ("latency p50 (ms)", "latency_ms_p50"),
-    ("latency p95 (ms)", "latency_ms_p95"),
-]
 COMPLETE = "complete"
 
 
@@ -98,7 +87,7 @@ def _scores(report: Report) -> list[str]:
     if manifest is None:
         return []
     after, before = as_dict(manifest.get("after")), as_dict(manifest.get("before"))
-    rows = [[label, before.get(key) if before else "not measured", after.get(key)] for label, key in SCORES]
+    rows = [[label, before.get(key) if before else "not measured", after.get(key)] for label, key in SCORE_ROWS]
     lines = ["### Evaluation on the test split", ""]
     if manifest.get("evidence") == "synthetic":
         lines += ["> **Synthetic rows: these numbers measure agreement with the recipe's own examples, not real-world "
