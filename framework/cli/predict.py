@@ -169,14 +169,19 @@ def cmd_predict(args: argparse.Namespace) -> int:
         return 0
     results = router.iter_predict(texts, args.top_k, chunk_size=1 if interactive else CHUNK)
     lines = (json.dumps(result.to_dict(), ensure_ascii=False) + "\n" for result in results)
+    return _emit(lines, output, args.output, flush_each=interactive)
+
+
+def _emit(lines: Iterable[str], output: Path | None, shown: str | None, flush_each: bool) -> int:
+    """JSON lines to ``output`` (replaced atomically) or to stdout (a closed pipe ends quietly)."""
     if output is not None:
         count = _write_lines(output, lines)
-        ERR.print(f"wrote {count} results to {escape(str(args.output))}", highlight=False)
+        ERR.print(f"wrote {count} results to {escape(str(shown))}", highlight=False)
         return 0
     with contextlib.suppress(BrokenPipeError):
         for line in lines:
             sys.stdout.buffer.write(line.encode("utf-8"))
-            if interactive:
+            if flush_each:
                 sys.stdout.flush()
         sys.stdout.flush()
         return 0
@@ -209,17 +214,7 @@ def _predict_tool_calls(
         print(json.dumps(_tool_route_dict(route), ensure_ascii=False, indent=2))
         return 0 if route.ok else 1
     lines = (json.dumps(_tool_route_dict(router.route(text)), ensure_ascii=False) + "\n" for text in texts)
-    if output is not None:
-        count = _write_lines(output, lines)
-        ERR.print(f"wrote {count} results to {escape(str(args.output))}", highlight=False)
-        return 0
-    with contextlib.suppress(BrokenPipeError):
-        for line in lines:
-            sys.stdout.write(line)
-            sys.stdout.flush()
-        return 0
-    _silence_stdout()
-    return 0
+    return _emit(lines, output, args.output, flush_each=True)  # a route takes a while: show each as it comes
 
 
 def parse_threads(text: str | None) -> int | None:

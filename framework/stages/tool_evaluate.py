@@ -4,7 +4,6 @@ model with the same prompt and the same constrained decoding (zero-shot, no adap
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -70,10 +69,7 @@ def _semantics(recipe: ValidatedRecipe) -> Semantics:
         if bound.spec.name != "tool_safety" or not recipe.config.validate_.layers[name].enabled:
             continue
         params = bound.params
-        unsafe = []
-        for rule in getattr(params, "unsafe", []):
-            pattern = rule.pattern or "|".join(re.escape(needle) for needle in rule.contains)
-            unsafe.append(UnsafeRule(name=rule.name, pattern=pattern, reason=rule.reason))
+        unsafe = [UnsafeRule(name=u.name, pattern=u.pattern, reason=u.reason) for u in params.unsafe_patterns()]  # type: ignore[attr-defined]
         return Semantics(code_arguments=params.code_arguments, unsafe=unsafe, check_paths=params.check_paths)  # type: ignore[attr-defined]
     return Semantics()
 

@@ -14,6 +14,13 @@ from framework.data.rows import normalize_text
 from framework.toolcalls.spec import ToolCallsSpec
 
 _EDGES = "'\"`,;:()[]{}<>"
+CLIP = 40
+"""Longest excerpt of a value quoted in a reason (as the validation layers quote them)."""
+
+
+def clipped(text: str, limit: int = CLIP) -> str:
+    """A short quoted excerpt of ``text`` for a reason."""
+    return repr(text if len(text) <= limit else text[: limit - 1] + "…")
 
 
 def _bare(text: str) -> str:
@@ -73,10 +80,13 @@ class SemanticRules:
                 for rule, regex in self._compiled:
                     found = regex.search(code)
                     if found:
-                        return "unsafe_code", f"{tool}.{name} runs {found.group()!r} ({rule.name}: {rule.reason})"
+                        return (
+                            "unsafe_code",
+                            f"{tool}.{name} runs {clipped(found.group())} ({rule.name}: {rule.reason})",
+                        )
         declared = self.spec.tools[tool].arguments if tool in self.spec.tools else {}
         for name, argument in declared.items():
             value = arguments.get(name)
             if self.check_paths and argument.from_query and isinstance(value, str) and not named_in(value, query):
-                return "magic_path", f"{tool}.{name} is {value!r}, which the query never names"
+                return "magic_path", f"{tool}.{name} is {clipped(value)}, which the query never names"
         return None

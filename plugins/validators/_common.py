@@ -4,7 +4,24 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+from pydantic import Field, model_validator
+
 from framework.plugin_api import Rejection, ValidateContext
+from framework.registry import PluginParams
+
+
+class TextBounds(PluginParams):
+    """``min_chars`` / ``max_chars``: the bounds of a row's stripped text (``too_short``, ``too_long``)."""
+
+    min_chars: int = Field(default=2, ge=1)
+    max_chars: int = Field(default=512, ge=1)
+
+    @model_validator(mode="after")
+    def _min_not_above_max(self) -> TextBounds:
+        if self.min_chars > self.max_chars:
+            raise ValueError(f"min_chars ({self.min_chars}) must not exceed max_chars ({self.max_chars})")
+        return self
+
 
 Hit = tuple[str, str]
 """``(rule, reason)`` of the first rule a row breaks."""

@@ -5,13 +5,13 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import ValidationError
 
 from framework.data.rows import Row
 from framework.plugin_api import Rejection, ValidateContext
-from framework.registry import PluginParams, validators
+from framework.registry import validators
 
-from ._common import Hit, clip, collect_rejections
+from ._common import Hit, TextBounds, clip, collect_rejections
 
 _TEMPLATE = re.compile(r"\{\{|\}\}|\{%|%\}")
 # Unicode category Cc (C0, DEL, C1) except TAB.
@@ -22,22 +22,13 @@ _INVALID = re.compile(f"[\ud800-\udfff\ufdd0-\ufdef{_PLANE_ENDS}]")
 _MAX_SCHEMA_ERRORS = 4
 
 
-class Params(PluginParams):
+class Params(TextBounds):
     """Params of the ``structural`` layer.
 
     Attributes:
         min_chars: Rows whose stripped text is shorter are rejected (``too_short``).
         max_chars: Rows whose stripped text is longer are rejected (``too_long``).
     """
-
-    min_chars: int = Field(default=2, ge=1)
-    max_chars: int = Field(default=512, ge=1)
-
-    @model_validator(mode="after")
-    def _min_not_above_max(self) -> Params:
-        if self.min_chars > self.max_chars:
-            raise ValueError(f"min_chars ({self.min_chars}) must not exceed max_chars ({self.max_chars})")
-        return self
 
 
 def _codepoint(match: re.Match[str]) -> str:

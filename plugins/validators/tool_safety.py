@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -17,10 +18,10 @@ from pydantic import Field
 
 from framework.plugin_api import Rejection, ValidateContext
 from framework.registry import PluginParams, validators
-from framework.toolcalls.semantics import named_in
+from framework.toolcalls.semantics import SemanticRules, UnsafePattern
 from framework.toolcalls.spec import ToolCallsSpec
 
-from ._common import Hit, clip, collect_rejections, row_text
+from ._common import Hit, collect_rejections, row_text
 from ._toolcall import call_of, tool_calls_of, tool_use_of
 from .rules import Rule
 
@@ -77,6 +78,19 @@ class Params(PluginParams):
     escalation_tool: str | None = "ask_human"
     check_paths: bool = True
 
+    def unsafe_patterns(self) -> list[UnsafePattern]:
+        """The ``unsafe`` rules as RE2 patterns (``contains`` as an alternation of the escaped substrings)."""
+        return [
+            UnsafePattern(
+                rule.name, rule.pattern or "|".join(re.escape(needle) for needle in rule.contains), rule.reason
+            )
+            for rule in self.unsafe
+        ]
+
+    def semantic_rules(self, spec: ToolCallsSpec) -> SemanticRules:
+        """The rules checked on each call (shared with the ``ToolRouter``, which checks them after decoding)."""
+        return SemanticRules(spec, self.code_arguments, self.unsafe_patterns(), self.check_paths)
+
     def check_recipe(self, config: RecipeConfig) -> list[tuple[str, str]]:
         """The tools and arguments named here must be declared in ``tool_calls``."""
         spec = config.tool_calls
@@ -103,7 +117,7 @@ class Params(PluginParams):
         return issues
 
 
-def check(row: dict[str, Any], params: Params, spec: ToolCallsSpec) -> Hit | None:
+def check(row: dict[str, Any], params: Params, rules: SemanticRules) -> Hit | None:
     """The first safety rule the row's call breaks, or None."""
     call = call_of(row)
     if call is None:
@@ -120,26 +134,11 @@ def check(row: dict[str, Any], params: Params, spec: ToolCallsSpec) -> Hit | Non
                     f"the query asks for a high-risk action ({rule.name}: {found}, "
                     f"{rule.reason}) but goes to {routed}, not {params.escalation_tool}"
                 )
-    if used is None:
-        return None
-    tool, arguments = used
-    for name in params.code_arguments.get(tool, []):
-        value = arguments.get(name)
-        for code in [item for item in (value if isinstance(value, list) else [value]) if isinstance(item, str)]:
-            for rule in params.unsafe:
-                found = rule.find(code)
-                if found:
-                    return "unsafe_code", f"{tool}.{name} runs {found} ({rule.name}: {rule.reason})"
-    declared = spec.tools[tool].arguments if tool in spec.tools else {}
-    for name, arg_spec in declared.items():
-        value = arguments.get(name)
-        if params.check_paths and arg_spec.from_query and isinstance(value, str) and not named_in(value, query):
-            return "magic_path", f"{tool}.{name} is {clip(value)}, which the query never names"
-    return None
+    return rules.problem(call, query)
 
 
 @validators.register("tool_safety", params=Params)
 def tool_safety(rows: Sequence[dict], params: Params, ctx: ValidateContext) -> Iterable[Rejection]:
     """Reject unsafe code, invented paths and destructive requests that skip the human."""
-    spec = tool_calls_of(ctx, "tool_safety")
-    return collect_rejections(rows, (check(row, params, spec) for row in rows), ctx)
+    rules = params.semantic_rules(tool_calls_of(ctx, "tool_safety"))
+    return collect_rejections(rows, (check(row, params, rules) for row in rows), ctx)

@@ -13,34 +13,25 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import ValidationError
 
 from framework.plugin_api import Rejection, ValidateContext
-from framework.registry import PluginParams, validators
+from framework.registry import validators
 from framework.toolcalls.schema import ToolCallSchema, describe_errors
 
-from ._common import Hit, clip, collect_rejections, row_text
+from ._common import Hit, TextBounds, clip, collect_rejections, row_text
 from ._toolcall import tool_calls_of
 
 _TEMPLATE = re.compile(r"\{\{|\}\}|\{%|%\}")
 
 
-class Params(PluginParams):
+class Params(TextBounds):
     """Params of the ``tool_structural`` layer.
 
     Attributes:
         min_chars: Queries whose stripped text is shorter are rejected (``too_short``).
         max_chars: Queries whose stripped text is longer are rejected (``too_long``).
     """
-
-    min_chars: int = Field(default=2, ge=1)
-    max_chars: int = Field(default=512, ge=1)
-
-    @model_validator(mode="after")
-    def _min_not_above_max(self) -> Params:
-        if self.min_chars > self.max_chars:
-            raise ValueError(f"min_chars ({self.min_chars}) must not exceed max_chars ({self.max_chars})")
-        return self
 
 
 def check(row: dict[str, Any], schema: ToolCallSchema, params: Params) -> Hit | None:
