@@ -26,7 +26,8 @@ import numpy as np
 from _timing import time_each
 
 from framework.io import read_json, read_jsonl
-from framework.plugins.exporters import onnx as exporter
+from framework.plugins.exporters import _onnx_export as exporter
+from framework.plugins.exporters.onnx import OnnxParams
 from framework.runtime.onnx_classifier import OnnxTextClassifier
 from framework.stages.common import read_train_facts
 
@@ -44,13 +45,13 @@ class Variant:
 def export_fp32(model: Any, tokenizer: Any, work: Path, tag: str) -> Path:
     """The fused fp32 graph ``<tag>.fp32.onnx``, exported with the graph inputs ``tokenizer`` makes."""
     raw, fused = work / f"{tag}.raw.onnx", work / f"{tag}.fp32.onnx"
-    exporter._export_graph(model, tokenizer, raw, exporter.OnnxParams().opset)
+    exporter._export_graph(model, tokenizer, raw, OnnxParams().opset)
     return exporter._optimize(raw, fused, model.config, print)
 
 
 def quantize(fp32: Path, work: Path, tag: str, per_channel: bool, reduce_range: bool) -> Path:
     target = work / f"{tag}.pc{int(per_channel)}.rr{int(reduce_range)}.int8.onnx"
-    exporter._quantize(fp32, target, exporter.OnnxParams(per_channel=per_channel, reduce_range=reduce_range))
+    exporter._quantize(fp32, target, OnnxParams(per_channel=per_channel, reduce_range=reduce_range))
     return target
 
 
@@ -96,7 +97,7 @@ def main() -> None:
             weights = f"{'per channel' if per_channel else 'per tensor'}, {7 if reduce_range else 8}-bit"
             path = quantize(three, work, "3in", per_channel, reduce_range)
             variants.append(Variant(f"3in.{weights}", path, "ids, mask, token types", weights))
-        default = exporter.OnnxParams()
+        default = OnnxParams()
         path = quantize(two, work, "2in", default.per_channel, default.reduce_range)
         variants.append(Variant("2in.default", path, "ids, mask", "per channel, 7-bit"))
 

@@ -51,7 +51,7 @@ def test_params_reject_bad_values(params: dict[str, object], loc: tuple[str, ...
 def test_the_optimizer_is_torchs_fused_adamw_on_the_cpu(tiny_encoder: Path) -> None:
     from transformers import AutoModelForSequenceClassification
 
-    from framework.plugins.trainers.encoder import _optimizer
+    from framework.plugins.trainers._encoder_fit import _optimizer
 
     model = AutoModelForSequenceClassification.from_pretrained(tiny_encoder, num_labels=2)
     optimizer, _ = _optimizer(model, EncoderParams(model=str(tiny_encoder)), steps=10)

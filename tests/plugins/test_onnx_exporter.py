@@ -12,7 +12,8 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from framework.plugins.exporters.onnx import OnnxParams, _quantize, graph_inputs
+from framework.plugins.exporters._onnx_export import _quantize, graph_inputs
+from framework.plugins.exporters.onnx import OnnxParams
 
 
 def test_graph_inputs_follow_the_tokenizer() -> None:

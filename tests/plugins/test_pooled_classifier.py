@@ -15,6 +15,7 @@ from framework.models import MINILM, resolve_model
 from framework.pipeline.progress import Progress
 from framework.plugin_api import ExportContext, TrainContext
 from framework.plugins.exporters.onnx import OnnxParams, onnx_exporter
+from framework.plugins.trainers._encoder_fit import pooling_of
 from framework.plugins.trainers._pooled import (
     HEAD_CONFIG,
     HEAD_WEIGHTS,
@@ -24,7 +25,7 @@ from framework.plugins.trainers._pooled import (
     init_head_from_logistic,
     load_classifier,
 )
-from framework.plugins.trainers.encoder import EncoderParams, encoder, pooling_of
+from framework.plugins.trainers.encoder import EncoderParams, encoder
 from framework.runtime.onnx_classifier import OnnxTextClassifier
 from tests.plugins.test_encoder_trainer import ROWS
 
@@ -136,7 +137,7 @@ def loaded_logits(model: PooledClassifier, model_dir: Path, texts: list[str]) ->
 def test_a_head_lr_gets_its_own_groups(tiny_encoder: Path) -> None:
     from transformers import AutoModel
 
-    from framework.plugins.trainers.encoder import _optimizer
+    from framework.plugins.trainers._encoder_fit import _optimizer
 
     model = PooledClassifier(AutoModel.from_pretrained(tiny_encoder), ["A", "B"])
     optimizer, _ = _optimizer(model, EncoderParams(model=str(tiny_encoder), lr=1e-4, head_lr=1e-2), steps=10)
@@ -214,7 +215,7 @@ def test_padding_does_not_change_a_texts_logits(mean_encoder: Path) -> None:
 
 
 def test_the_class_means_and_logistic_inits_run_before_training(mean_encoder: Path) -> None:
-    from framework.plugins.trainers.encoder import _prepare
+    from framework.plugins.trainers._encoder_fit import _prepare
 
     heads = {}
     for init in ("class_means", "logistic", "random"):

@@ -171,3 +171,20 @@ def test_plugins_import_only_what_plugin_api_allows() -> None:
     assert refused == []
     source = REPO.joinpath("framework", "plugin_api.py").read_text()
     assert all(f"``{a}``" in source for a in allowed - {"framework"}), "plugin_api.py lists what a plugin may import"
+
+
+def test_registering_the_plugins_imports_no_torch() -> None:
+    """Commands that only read recipes (validate, status, plugins) must not pay torch's import (seconds): the
+    built-in trainers and exporter register from light modules and import their work when they run."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\nfrom framework.registry import load_plugins\nload_plugins()\n"
+        "from framework.registry import trainers\n"
+        "assert {'encoder', 'causal_lora'} <= {s.name for s in trainers.all()}\n"
+        "print(sorted(m for m in ('torch', 'transformers', 'peft', 'sklearn') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
