@@ -5,7 +5,8 @@ logits are masked, and the chosen token advances the matcher. Strings without a 
 (``max_chars``) and arrays a ``maxItems``, so the calls a model can write have bounded strings
 (:func:`token_budget`); numbers the grammar lets run long, so the budget is also capped by the model's context
 length, and a call cut off there is reported as not complete (the router's ``truncated``). Greedy decoding
-with the model's KV cache.
+with the model's KV cache; the KV cache of the system prompt, which every query's prompt starts with, is computed
+once (:meth:`ConstrainedDecoder.cache_prefix`) and copied for each query.
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ def token_budget(schema: dict[str, Any]) -> int:
 
 
 @functools.cache
-def _cache_argument() -> str:
+def cache_argument() -> str:
     """What this transformers calls the KV cache in a forward pass and its output (``cache`` from 5.x on)."""
     from transformers.modeling_outputs import CausalLMOutputWithPast
 
@@ -109,6 +110,26 @@ class ConstrainedDecoder:
         if failed:
             raise ValueError(f"llguidance refuses the tool-call schema: {'; '.join(messages)}")
         self.budget = token_budget(self.json_schema)
+        self._prefix: tuple[list[int], Any] | None = None
+
+    def cache_prefix(self, ids: list[int]) -> None:
+        """Keep the KV cache of ``ids``; a prompt that starts with them (and goes on) starts from a copy of it."""
+        import torch
+
+        self._prefix = None
+        if not ids:
+            return
+        with torch.no_grad():
+            output = self.model(torch.tensor([ids]), use_cache=True)
+        self._prefix = (list(ids), getattr(output, cache_argument()))
+
+    def _start(self, ids: Any) -> tuple[Any, Any]:
+        """``(cache, the tokens still to run)`` for a prompt's token ids."""
+        if self._prefix is not None:
+            prefix, cache = self._prefix
+            if ids.shape[1] > len(prefix) and ids[0, : len(prefix)].tolist() == prefix:
+                return copy.deepcopy(cache), ids[:, len(prefix) :]
+        return None, ids
 
     def generate(self, prompt: str, max_new_tokens: int | None = None) -> Decoded:
         """The call for a rendered prompt (ending where the assistant turn starts)."""
@@ -122,15 +143,15 @@ class ConstrainedDecoder:
         ids = self.tokenizer(prompt, return_tensors="pt", add_special_tokens=False).input_ids
         eos = self.tokenizer.eos_token_id
         produced: list[int] = []
-        past, current = None, ids
+        past, current = self._start(ids)
         context = getattr(getattr(self.model, "config", None), "max_position_embeddings", None)
         limit = max_new_tokens or self.budget
         if isinstance(context, int):
             limit = max(1, min(limit, context - ids.shape[1]))
         with torch.no_grad():
             for _ in range(limit):
-                output = self.model(current, **{_cache_argument(): past}, use_cache=True)
-                past = getattr(output, _cache_argument())
+                output = self.model(current, **{cache_argument(): past}, use_cache=True)
+                past = getattr(output, cache_argument())
                 logits = output.logits[:, -1, :].float()
                 llguidance.torch.fill_next_token_bitmask(matcher, bitmask, 0)
                 vocab = logits.shape[-1]

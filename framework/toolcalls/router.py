@@ -24,6 +24,7 @@ from framework.runtime.bundle import BundleError
 from framework.toolcalls.bundle import BaseModelRef, read_tool_bundle, semantic_rules, weights_sha256
 from framework.toolcalls.decoding import DEFAULT_MAX_CHARS, ConstrainedDecoder
 from framework.toolcalls.exports import system_prompt
+from framework.toolcalls.prefix import shared_prefix_length
 from framework.toolcalls.schema import ToolCallSchema, describe_errors
 from framework.toolcalls.semantics import SemanticRules
 from framework.toolcalls.spec import ToolCallsSpec
@@ -119,6 +120,18 @@ class ToolRouter:
         self.max_retries = max_retries
         self.system = system_prompt(spec)
         self.decoder = ConstrainedDecoder(model, tokenizer, self.schema, max_chars)
+        self.decoder.cache_prefix(self.system_prompt_ids())
+
+    def system_prompt_ids(self) -> list[int]:
+        """The tokens every query's prompt starts with: where two prompts with different queries part."""
+        prompts = [
+            self.tokenizer(self.prompt(self._turns(query)), add_special_tokens=False)["input_ids"]
+            for query in ("a", "?")
+        ]
+        return list(prompts[0][: shared_prefix_length(prompts, [len(p) for p in prompts])])
+
+    def _turns(self, query: str) -> list[dict[str, str]]:
+        return [{"role": "system", "content": self.system}, {"role": "user", "content": query}]
 
     @classmethod
     def load(cls, bundle_dir: Path | str, cache_dir: Path | None = None, threads: int | None = None) -> ToolRouter:
@@ -164,7 +177,7 @@ class ToolRouter:
     def route(self, query: str) -> ToolRoute:
         """The call for ``query``: decoded under the union's schema, checked, regenerated with feedback if needed."""
         started = time.perf_counter()
-        turns = [{"role": "system", "content": self.system}, {"role": "user", "content": query}]
+        turns = self._turns(query)
         result = ToolRoute(query, None, None)
         for attempt in range(self.max_retries + 1):
             decoded = self.decoder.generate(self.prompt(turns))

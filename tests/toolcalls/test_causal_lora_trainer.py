@@ -10,7 +10,8 @@ import pytest
 
 from framework.errors import StageError
 from framework.plugin_api import TrainContext
-from framework.plugins.trainers.causal_lora import IGNORE, Params, _encode, causal_lora
+from framework.plugins.trainers._lora_fit import IGNORE, _encode
+from framework.plugins.trainers.causal_lora import Params, causal_lora
 from framework.toolcalls.decoding import ConstrainedDecoder
 from framework.toolcalls.exports import messages, render_chat, system_prompt
 from framework.toolcalls.schema import ToolCallSchema

@@ -98,3 +98,22 @@ def test_unsafe_code_is_a_semantic_failure() -> None:
 )  # fmt: skip
 def test_named_in(value: str, query: str, named: bool) -> None:
     assert named_in(value, query) is named
+
+
+def test_the_cached_system_prompt_decodes_exactly_what_a_full_prefill_does(router: ToolRouter) -> None:
+    prefix = router.system_prompt_ids()
+    first = router.tokenizer(router.prompt(router._turns("open src/a.py")), add_special_tokens=False)["input_ids"]
+    assert router.decoder._prefix is not None and router.decoder._prefix[0] == prefix
+    assert first[: len(prefix)] == prefix and len(first) > len(prefix) > 0.5 * len(first)
+    queries = ["open src/a.py", "drop the orders database", "what does JSON stand for?"]
+    prompts = [router.prompt(router._turns(query)) for query in queries]
+    cached = [router.decoder.generate(prompt) for prompt in prompts]
+    saved = router.decoder._prefix
+    try:
+        router.decoder._prefix = None
+        full = [router.decoder.generate(prompt) for prompt in prompts]
+    finally:
+        router.decoder._prefix = saved
+    assert [(d.text, d.tokens, d.complete) for d in cached] == [(d.text, d.tokens, d.complete) for d in full]
+    again = router.decoder.generate(prompts[0])  # the kept cache is copied, never extended in place
+    assert again.text == cached[0].text and router.decoder._prefix[1].get_seq_length() == len(prefix)
