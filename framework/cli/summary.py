@@ -17,6 +17,7 @@ from framework.evaluation.calibration import manifest_checks
 from framework.evaluation.headline import headline
 from framework.pipeline.runner import Pipeline, StagePlan, State
 from framework.registry import plugin_kinds, registry
+from framework.toolcalls.evaluation import HEAD_ROWS
 
 STATE_STYLE = {State.CURRENT: "green", State.STALE: "yellow", State.MISSING: "red", State.PARTIAL: "magenta"}
 
@@ -115,6 +116,18 @@ def tool_scores_table(manifest: dict[str, Any]) -> Table:
     return table
 
 
+def tool_heads_table(manifest: dict[str, Any]) -> Table:
+    """The two heads of one spec on the same test rows: the LoRA router and the encoder selector."""
+    selector, after = manifest["selector"], manifest.get("after") or {}
+    table = Table(title=f"Two heads on the same {selector.get('rows')} test rows", title_justify="left")
+    for column, justify in (("", "left"), ("LoRA router", "right"), ("encoder selector", "right")):
+        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    for label, key in HEAD_ROWS:
+        percent = not key.startswith("latency")
+        table.add_row(label, _score(after.get(key), percent), _score(selector.get(key), percent))
+    return table
+
+
 def _score(value: Any, percent: bool) -> str:
     if value is None:
         return "n/a"
@@ -144,6 +157,8 @@ def print_run_summary(console: Console, pipeline: Pipeline, plans: list[StagePla
         console.print(exports_table(manifests["tool_export"], exported.directory))
     if "tool_evaluate" in manifests and "after" in manifests["tool_evaluate"]:
         console.print(tool_scores_table(manifests["tool_evaluate"]))
+        if manifests["tool_evaluate"].get("selector"):
+            console.print(tool_heads_table(manifests["tool_evaluate"]))
     if "evaluate" in manifests or "train" in manifests:
         console.print(model_table(manifests))
     print_calibration_checks(console, manifests)

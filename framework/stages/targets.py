@@ -1,7 +1,8 @@
 """The built-in targets: the ``classifier`` (generate -> validate -> split -> train -> export -> calibrate ->
 evaluate -> bundle), a sequence classifier shipped as an ONNX bundle; and ``tool_calls`` (generate -> validate ->
-split -> tool_export -> lora_train -> tool_evaluate), validated tool-call examples exported as chat and OpenAI
-fine-tuning files, and a LoRA adapter trained on them, bundled and scored."""
+split -> tool_export -> tool_selector -> lora_train -> tool_evaluate), validated tool-call examples exported as
+chat and OpenAI fine-tuning files, an encoder classifier over the tool names (the fast selector), and a LoRA
+adapter trained on them, bundled and scored beside the selector."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ CLASSIFIER = register_target(
 TOOL_CALLS = register_target(
     Target(
         "tool_calls",
-        ("generate", "validate", "split", "tool_export", "lora_train", "tool_evaluate"),
+        ("generate", "validate", "split", "tool_export", "tool_selector", "lora_train", "tool_evaluate"),
         "validated tool-call examples (tools declared under tool_calls), exported as chat and OpenAI fine-tuning "
         "JSONL; a LoRA adapter trained on them, bundled and scored before and after fine-tuning",
     )

@@ -28,6 +28,12 @@ SCORE_ROWS = [
     ("latency p95 (ms)", "latency_ms_p95"),
 ]
 """How the model card, the report and the run summary name each score, in the order they show them."""
+HEAD_ROWS = [
+    ("tool accuracy", "tool_accuracy"),
+    ("latency p50 (ms)", "latency_ms_p50"),
+    ("latency p95 (ms)", "latency_ms_p95"),
+]
+"""The scores on which the two heads of one spec (the LoRA router, the encoder selector) are set side by side."""
 
 
 def _json_valid(text: str) -> bool:

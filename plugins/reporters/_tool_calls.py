@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from framework.toolcalls.evaluation import SCORE_ROWS
+from framework.toolcalls.evaluation import HEAD_ROWS, SCORE_ROWS
 
 from ._sections import Cell, Report, as_dict, fmt
 
@@ -99,7 +99,18 @@ def _scores(report: Report) -> list[str]:
     if arg_rows:
         lines += ["Per argument (share of rows whose value matches exactly):", ""]
         lines += report.table(["argument", "base model, zero-shot", "after LoRA"], arg_rows)
-    return lines
+    return lines + _heads(report, after, as_dict(manifest.get("selector")))
+
+
+def _heads(report: Report, after: dict[str, Any], selector: dict[str, Any]) -> list[str]:
+    """The two heads of one spec on the same rows: the LoRA router and the encoder selector."""
+    if not selector:
+        return []
+    intro = (f"The encoder selector ({selector.get('model')}, ONNX INT8, one query at a time) picks the tool only; "
+             "the LoRA router also writes the arguments.")  # fmt: skip
+    rows = [[label, after.get(key), selector.get(key)] for label, key in HEAD_ROWS]
+    return [f"### Two heads on the same {selector.get('rows')} test rows", "", intro, "",
+            *report.table(["", "LoRA router", "encoder selector"], rows)]  # fmt: skip
 
 
 def tool_calls(report: Report) -> list[str]:

@@ -81,6 +81,7 @@ TOOL_CALL_OPTIONS = {
     ("tool_export", "default"),
     ("trainer", "causal_lora"),
     ("tool_evaluate", "default"),
+    ("selector", "encoder"),
 }
 """Options for tool_calls recipes: they compose on the tiny tool-call recipe."""
 

@@ -88,8 +88,11 @@ def tiny_tokenizer(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_tiny_tool_recipe_exports_trains_and_caches(tmp_path: Path, tiny_tokenizer: Path) -> None:
     from transformers import AutoTokenizer
 
+    from tests.assets.tiny_encoder import build_tiny_encoder
+
+    encoder = build_tiny_encoder(tmp_path / "tiny-encoder")
     tiny = ("trainer.epochs=1", "trainer.rank=4", "trainer.batch_size=8", "tool_evaluate.max_chars=24",
-            "tool_evaluate.max_rows=6")  # fmt: skip
+            "tool_evaluate.max_rows=6", f"selector.model={encoder}", "selector.epochs=1")  # fmt: skip
     args = (f"recipe={TINY_TOOLS}", f"paths.outputs={tmp_path / 'out'}", f"trainer.model={tiny_tokenizer}", *tiny)
     done = run_cli("run", *args, cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -106,10 +109,18 @@ def test_tiny_tool_recipe_exports_trains_and_caches(tmp_path: Path, tiny_tokeniz
     facts = json.loads((evaluated / "manifest.json").read_text())
     for part in ("before", "after"):
         assert facts[part]["json_valid"] == 1.0 and facts[part]["rows"] > 0  # constrained decoding: always JSON
+    selected = json.loads((stage_dir(tmp_path / "out", "tool_selector") / "manifest.json").read_text())
+    assert selected["enabled"] and (stage_dir(tmp_path / "out", "tool_selector") / selected["model_file"]).is_file()
+    assert selected["rows"] == len(read_jsonl(stage_dir(tmp_path / "out", "split") / "test.jsonl")) >= 6
+    head = facts["selector"]  # the selector scored on the router's 6 rows, from its own predictions
+    assert head["rows"] == facts["after"]["rows"] == 6 and 0 <= head["tool_accuracy"] <= 1
+    assert 0 < head["latency_ms_p50"] <= head["latency_ms_p95"]
+    assert "Two heads on the same 6 test rows" in " ".join(done.stdout.split())
     report = next((tmp_path / "out" / "runs" / "tiny_tools").glob("*/report.md")).read_text()
     assert "### LoRA training" in report and "### Evaluation on the test split" in report
+    assert "### Two heads on the same 6 test rows" in report
     card = (bundle / "model_card.md").read_text()
-    assert "| tool accuracy |" in card and "Synthetic rows" in card
+    assert "| tool accuracy |" in card and "Synthetic rows" in card and "## Two heads on the same 6 test rows" in card
     router = ToolRouter.load(bundle, cache_dir=tmp_path / "models")
     route = router.route("open src/a.py")
     assert route.ok or route.failure == "magic_path"
@@ -121,7 +132,7 @@ def test_tiny_tool_recipe_exports_trains_and_caches(tmp_path: Path, tiny_tokeniz
     with pytest.raises(BundleError, match=r"tool_calls\.json does not match checksums\.json"):
         ToolRouter.load(bundle)
     status = run_cli("status", *args, cwd=tmp_path)
-    assert status.returncode == 0 and status.stdout.count("CURRENT") == 6, status.stdout
+    assert status.returncode == 0 and status.stdout.count("CURRENT") == 7, status.stdout
     (tiny_tokenizer / "tokenizer.json").write_text((tiny_tokenizer / "tokenizer.json").read_text() + " ")
     stale = run_cli("status", *args, cwd=tmp_path)
     assert "tool_export" in stale.stdout and stale.stdout.count("STALE") == 3, stale.stdout  # export, training, bundle
