@@ -4,6 +4,7 @@ plugin registers (:mod:`.causal_lora`, which says what it does)."""
 from __future__ import annotations
 
 import copy
+import importlib.util
 import math
 import os
 import random
@@ -84,17 +85,50 @@ def base_checkpoint(name: str, cache_root: Path | None) -> tuple[str, str]:
     return str(checkpoint_from_gguf(resolved, cache_root)), f"{resolved.origin}, converted to safetensors"
 
 
-def _load(params: Params, cache_root: Path | None) -> tuple[Any, Any, str, str]:
-    from peft import LoraConfig, get_peft_model
+def choose_quantization(setting: str, device: str, has_bitsandbytes: bool) -> tuple[str, str | None]:
+    """``(nf4 | none, a warning or None)``: QLoRA (4-bit NF4 base weights) needs CUDA and bitsandbytes."""
+    if setting == "none":
+        return "none", None
+    if device != "cuda":
+        if setting == "nf4":
+            raise StageError(
+                "trainer.quantization=nf4 (QLoRA) needs a CUDA device and bitsandbytes; this run trains on the CPU. "
+                "Use trainer.quantization=auto (plain LoRA on the CPU) or train where torch sees a GPU"
+            )
+        return "none", None
+    if not has_bitsandbytes:
+        fix = "pip install 'intentcraft[gpu]' (bitsandbytes)"
+        if setting == "nf4":
+            raise StageError(f"trainer.quantization=nf4 (QLoRA) needs bitsandbytes, which is not installed: {fix}")
+        return "none", f"CUDA without bitsandbytes: plain LoRA on float32 weights; for QLoRA, {fix}"
+    return "nf4", None
+
+
+def _quantized_kwargs(quantization: str) -> dict[str, Any]:
+    if quantization != "nf4":
+        return {"dtype": torch.float32}
+    from transformers import BitsAndBytesConfig
+
+    config = BitsAndBytesConfig(
+        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=torch.bfloat16,
+    )  # fmt: skip
+    return {"quantization_config": config, "device_map": {"": 0}, "dtype": torch.bfloat16}
+
+
+def _load(params: Params, cache_root: Path | None, quantization: str) -> tuple[Any, Any, str, str]:
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     quiet_transformers()
     source, origin = base_checkpoint(params.model, cache_root)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(source, **_quantized_kwargs(quantization))
     except OSError as exc:
         raise hub_error(params.model, exc) from exc
+    if quantization == "nf4":
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     config = LoraConfig(
@@ -238,15 +272,20 @@ def train_lora(train_rows: list[dict], eval_rows: list[dict], params: Params, ct
     torch.manual_seed(seed)
     torch.set_num_threads(params.threads or os.cpu_count() or 1)
     torch.use_deterministic_algorithms(True, warn_only=True)
-    tokenizer, model, source, origin = _load(params, ctx.cache_dir)
+    device = _device(params)
+    has_bnb = importlib.util.find_spec("bitsandbytes") is not None
+    quantization, warning = choose_quantization(params.quantization, device.type, has_bnb)
+    if warning:
+        ctx.warn(warning)
+    tokenizer, model, source, origin = _load(params, ctx.cache_dir, quantization)
     train = _encode(tokenizer, train_rows, params.max_length, ctx.warn, "train")
     evals = _encode(tokenizer, eval_rows, params.max_length, ctx.warn, "eval")
     if not len(train):
         raise StageError(f"no train example fits in trainer.max_length={params.max_length} tokens; raise it")
     if not len(evals):
         ctx.warn("the eval split is empty: no early stopping, the last epoch is kept")
-    device = _device(params)
-    model.to(device)
+    if quantization == "none":  # a 4-bit model is placed on the GPU as it loads, and cannot be moved
+        model.to(device)
     shared = shared_prefix_length(train.ids + evals.ids, train.prompt_lengths + evals.prompt_lengths)
     prefix = None
     if params.shared_prefix and shared:
@@ -257,7 +296,7 @@ def train_lora(train_rows: list[dict], eval_rows: list[dict], params: Params, ct
     started = time.perf_counter()
     history = _fit(run, ctx)
     out = ctx.work_dir / "adapter"
-    model.to("cpu").save_pretrained(str(out), safe_serialization=True)
+    (model if quantization == "nf4" else model.to("cpu")).save_pretrained(str(out), safe_serialization=True)
     trainable, total = model.get_nb_trainable_parameters()
     scored = [h for h in history if h["eval_loss"] is not None]
     best = min(scored, key=lambda h: h["eval_loss"]) if scored else history[-1]  # no eval split: the last is kept
@@ -266,7 +305,7 @@ def train_lora(train_rows: list[dict], eval_rows: list[dict], params: Params, ct
         "model_origin": origin,
         "base_checkpoint": source,
         "device": device.type,
-        "precision": "fp32",
+        "precision": "nf4 base, bf16 compute (QLoRA)" if quantization == "nf4" else "fp32",
         "threads": torch.get_num_threads(),
         "train_rows": len(train),
         "shared_prefix_tokens": 0 if prefix is None else shared,

