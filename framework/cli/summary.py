@@ -116,9 +116,10 @@ def tool_scores_table(manifest: dict[str, Any]) -> Table:
     return table
 
 
-def tool_heads_table(manifest: dict[str, Any]) -> Table:
-    """The two heads of one spec on the same test rows: the LoRA router and the encoder selector."""
-    selector, after = manifest["selector"], manifest.get("after") or {}
+def tool_heads_table(manifest: dict[str, Any], selector: dict[str, Any]) -> Table:
+    """The two heads of one spec on the same test rows: the LoRA router (``tool_evaluate``) and the encoder
+    selector (``tool_selector``)."""
+    after = manifest.get("after") or {}
     table = Table(title=f"Two heads on the same {selector.get('rows')} test rows", title_justify="left")
     for column, justify in (("", "left"), ("LoRA router", "right"), ("encoder selector", "right")):
         table.add_column(column, justify=justify)  # type: ignore[arg-type]
@@ -157,8 +158,8 @@ def print_run_summary(console: Console, pipeline: Pipeline, plans: list[StagePla
         console.print(exports_table(manifests["tool_export"], exported.directory))
     if "tool_evaluate" in manifests and "after" in manifests["tool_evaluate"]:
         console.print(tool_scores_table(manifests["tool_evaluate"]))
-        if manifests["tool_evaluate"].get("selector"):
-            console.print(tool_heads_table(manifests["tool_evaluate"]))
+        if manifests.get("tool_selector", {}).get("enabled"):
+            console.print(tool_heads_table(manifests["tool_evaluate"], manifests["tool_selector"]))
     if "evaluate" in manifests or "train" in manifests:
         console.print(model_table(manifests))
     print_calibration_checks(console, manifests)

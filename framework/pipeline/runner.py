@@ -84,13 +84,15 @@ class RecipeSection:
 
     A plugin section (``plugin_kind`` set) names one plugin of that kind in its ``plugin`` key; ``model`` (a
     :class:`~framework.config.schema.PluginSection`) holds its core keys and the plugin's ``Params`` the rest.
-    The recipe must have it when its target runs the stage. A settings section (``plugin_kind`` None) is a
-    strict model whose fields all have defaults; a recipe without it gets them.
+    The recipe must have it when its target runs the stage, unless ``required`` is False (the stage then does
+    without). A settings section (``plugin_kind`` None) is a strict model whose fields all have defaults; a recipe
+    without it gets them.
     """
 
     key: str
     model: type[BaseModel]
     plugin_kind: str | None = None
+    required: bool = True
 
 
 @dataclass(frozen=True)

@@ -165,7 +165,7 @@ def target_stages(name: str) -> list[StageDef]:
 
 def required_sections(name: str) -> list[str]:
     """The plugin sections the target's stages own: a recipe of this target must have each."""
-    keys = (s.key for stage in target_stages(name) for s in stage.sections if s.plugin_kind is not None)
+    keys = (s.key for stage in target_stages(name) for s in stage.sections if s.plugin_kind is not None and s.required)
     return list(dict.fromkeys(keys))
 
 

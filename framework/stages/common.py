@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -10,12 +11,13 @@ from pydantic import BaseModel, ValidationError
 
 from framework.errors import StageError
 from framework.io import read_json, read_jsonl
+from framework.models import model_files
 from framework.pipeline.facts import ExportFacts, SplitFacts, TrainFacts
 from framework.pipeline.progress import say as say  # re-exported: a line for the user and the run log
-from framework.pipeline.runner import MANIFEST, StageRun, facts_from_manifest
+from framework.pipeline.runner import MANIFEST, StageRun, facts_from_manifest, labelled_files
 
 if TYPE_CHECKING:  # framework.config.check imports the targets, which import the stages
-    from framework.config.check import BoundPlugin
+    from framework.config.check import BoundPlugin, ValidatedRecipe
     from framework.runtime.onnx_classifier import OnnxTextClassifier
 
 R = TypeVar("R")
@@ -126,3 +128,15 @@ def model_outputs(
             pooled.append(out[1])
         bar(len(out[0]))
     return np.concatenate(logits), np.concatenate(pooled) if pooled else None
+
+
+def section_model_files(section: str) -> Callable[[ValidatedRecipe], dict[str, Path]]:
+    """A ``StageDef.files`` for a plugin section with a ``model`` key: the files of the model it names (a local
+    directory or file, or the offline package a hub id resolves to), labelled ``<section>.model``."""
+
+    def files(recipe: ValidatedRecipe) -> dict[str, Path]:
+        bound = recipe.single.get(section)
+        model = getattr(bound.params, "model", None) if bound is not None else None
+        return labelled_files(f"{section}.model", model_files(model)) if isinstance(model, str) else {}
+
+    return files

@@ -8,12 +8,11 @@ from typing import TYPE_CHECKING
 
 from framework.data.seeding import derive_seed
 from framework.io import read_jsonl
-from framework.models import model_files
 from framework.pipeline.facts import StageFacts, TrainMetrics
-from framework.pipeline.runner import RecipeSection, StageDef, StageRun, labelled_files
+from framework.pipeline.runner import RecipeSection, StageDef, StageRun
 from framework.pipeline.targets import register_stage
 from framework.plugin_api import TrainContext, TrainResult
-from framework.stages.common import plugin_metrics, plugin_result, say
+from framework.stages.common import plugin_metrics, plugin_result, say, section_model_files
 from framework.stages.tool_export import ToolExportFacts, tokenizer_name
 from framework.stages.train import TrainSection
 
@@ -75,11 +74,6 @@ def run_lora_train(run: StageRun) -> LoraTrainFacts:
     )
 
 
-def _model_files(recipe: ValidatedRecipe) -> dict[str, Path]:
-    model = getattr(recipe.bound("trainer").params, "model", None)
-    return labelled_files("trainer.model", model_files(model)) if isinstance(model, str) else {}
-
-
 LORA_TRAIN = register_stage(
     StageDef(
         name="lora_train",
@@ -87,7 +81,7 @@ LORA_TRAIN = register_stage(
         config_keys=("seed",),
         run=run_lora_train,
         facts=LoraTrainFacts,
-        files=_model_files,
+        files=section_model_files("trainer"),
         sections=(RecipeSection("trainer", TrainSection, "trainers"),),
         recipe_issues=_recipe_issues,
     )

@@ -7,7 +7,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from pydantic import Field
 
 from framework.config.schema import StrictModel
@@ -19,7 +18,6 @@ from framework.pipeline.runner import RecipeSection, StageDef, StageRun
 from framework.pipeline.targets import register_stage
 from framework.runtime.bundle import write_checksums
 from framework.stages.lora_train import LoraTrainFacts
-from framework.stages.tool_selector import ToolSelectorFacts
 from framework.toolcalls.bundle import (
     BaseModelRef,
     Semantics,
@@ -29,7 +27,7 @@ from framework.toolcalls.bundle import (
     write_tool_bundle,
 )
 from framework.toolcalls.decoding import DEFAULT_MAX_CHARS
-from framework.toolcalls.evaluation import HEAD_ROWS, SCORE_ROWS, score_routes
+from framework.toolcalls.evaluation import SCORE_ROWS, score_routes
 from framework.toolcalls.router import ToolRouter, base_model_dir
 
 if TYPE_CHECKING:
@@ -63,30 +61,6 @@ class ToolEvaluateFacts(StageFacts):
     evidence: str
     after: dict[str, Any]
     before: dict[str, Any] | None = None
-    selector: dict[str, Any] | None = None
-    """The encoder selector (tool_selector stage) on the same rows: tool accuracy and latency; None: disabled."""
-
-
-def selector_scores(run: StageRun, test: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The tool_selector stage's predictions on ``test`` (the rows the router was scored on), scored the same way."""
-    facts = run.facts("tool_selector", ToolSelectorFacts)
-    if not facts.enabled or facts.predictions is None:
-        return None
-    predicted = {p["id"]: p for p in read_jsonl(run.path("tool_selector", facts.predictions))}
-    missing = [row["id"] for row in test if row["id"] not in predicted]
-    if missing:
-        raise StageError(f"tool_evaluate: the selector has no prediction for test rows {missing[:3]} (stale output?)")
-    chosen = [predicted[row["id"]] for row in test]
-    latencies = np.array([p["latency_ms"] for p in chosen])
-    right = sum(p["predicted"] == row["intent"] for p, row in zip(chosen, test, strict=True))
-    model = facts.train.model if facts.train is not None else None
-    return {
-        "rows": len(test),
-        "model": model,
-        "tool_accuracy": round(right / len(test), 4),
-        "latency_ms_p50": round(float(np.percentile(latencies, 50)), 2),
-        "latency_ms_p95": round(float(np.percentile(latencies, 95)), 2),
-    }
 
 
 def _semantics(recipe: ValidatedRecipe) -> Semantics:
@@ -148,12 +122,11 @@ def run_tool_evaluate(run: StageRun) -> ToolEvaluateFacts:
         zero_shot = ToolRouter(base, tokenizer, spec, router.rules, settings.max_retries, settings.max_chars)
         before = score_routes(_route_all(zero_shot, queries, run, "base model, zero-shot"), expected)
     evidence = "synthetic" if all(row["provenance"].get("synthetic") for row in test) else "real or mixed"
-    selector = selector_scores(run, test)
-    evaluation = {"split": "test", "evidence": evidence, "after": after, "before": before, "selector": selector}
+    evaluation = {"split": "test", "evidence": evidence, "after": after, "before": before}
     atomic_write_json(bundle / "evaluation.json", evaluation)
     atomic_write_text(bundle / "model_card.md", model_card(recipe.name, manifest, evaluation, trained))
     write_checksums(bundle)
-    return ToolEvaluateFacts(bundle_dir=BUNDLE_DIR, evidence=evidence, after=after, before=before, selector=selector)
+    return ToolEvaluateFacts(bundle_dir=BUNDLE_DIR, evidence=evidence, after=after, before=before)
 
 
 def _cell(metrics: dict[str, Any] | None, key: str) -> str:
@@ -182,13 +155,6 @@ def model_card(name: str, manifest: ToolBundleManifest, evaluation: dict[str, An
                   "real-world accuracy.**", ""]  # fmt: skip
     lines += ["| metric | base model, zero-shot | after LoRA |", "|---|---:|---:|"]
     lines += [f"| {label} | {_cell(before, key)} | {_cell(after, key)} |" for label, key in SCORE_ROWS]
-    selector = evaluation.get("selector")
-    if selector:
-        lines += ["", f"## Two heads on the same {selector['rows']} test rows", "",
-                  f"The encoder selector (`{selector['model']}`, ONNX INT8, one query at a time) picks the tool only; "
-                  "the LoRA router also writes its arguments.", "",
-                  "| | LoRA router | encoder selector |", "|---|---:|---:|"]  # fmt: skip
-        lines += [f"| {label} | {_cell(after, key)} | {_cell(selector, key)} |" for label, key in HEAD_ROWS]
     train = trained.train.model_dump()
     lines += ["", "## Training", "", f"- trainable parameters: {train.get('trainable_parameters')} of "
               f"{train.get('parameters')}", f"- epochs run: {train.get('epochs_run')}, best eval loss "
@@ -199,7 +165,7 @@ def model_card(name: str, manifest: ToolBundleManifest, evaluation: dict[str, An
 TOOL_EVALUATE = register_stage(
     StageDef(
         name="tool_evaluate",
-        upstream=("split", "tool_export", "tool_selector", "lora_train"),
+        upstream=("split", "tool_export", "lora_train"),
         config_keys=("tool_calls", "validate"),
         run=run_tool_evaluate,
         facts=ToolEvaluateFacts,

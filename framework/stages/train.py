@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from framework.config.schema import PluginSection
 from framework.data.seeding import derive_seed
-from framework.models import model_files
 from framework.pipeline.facts import TrainFacts, TrainMetrics
-from framework.pipeline.runner import RecipeSection, StageDef, StageRun, labelled_files
+from framework.pipeline.runner import RecipeSection, StageDef, StageRun
 from framework.pipeline.targets import register_stage
 from framework.plugin_api import TrainContext, TrainResult
-from framework.stages.common import plugin_metrics, plugin_result, say, split_rows
+from framework.stages.common import plugin_metrics, plugin_result, say, section_model_files, split_rows
 
 if TYPE_CHECKING:  # framework.config.check imports the targets, which import the stages
-    from framework.config.check import ValidatedRecipe
+    pass
 
 
 class TrainSection(PluginSection):
@@ -46,11 +44,6 @@ def run_train(run: StageRun) -> TrainFacts:
     )
 
 
-def _model_files(recipe: ValidatedRecipe) -> dict[str, Path]:
-    model = getattr(recipe.bound("trainer").params, "model", None)
-    return labelled_files("trainer.model", model_files(model)) if isinstance(model, str) else {}
-
-
 TRAIN = register_stage(
     StageDef(
         name="train",
@@ -58,7 +51,7 @@ TRAIN = register_stage(
         config_keys=("seed",),
         run=run_train,
         facts=TrainFacts,
-        files=_model_files,
+        files=section_model_files("trainer"),
         sections=(RecipeSection("trainer", TrainSection, "trainers"),),
     )
 )

@@ -11,6 +11,7 @@ from ._sections import Cell, Report, as_dict, fmt
 
 TOOL_EXPORT = "tool_export"
 TOOL_EVALUATE = "tool_evaluate"
+TOOL_SELECTOR = "tool_selector"
 LORA_TRAIN = "lora_train"
 COMPLETE = "complete"
 
@@ -99,14 +100,16 @@ def _scores(report: Report) -> list[str]:
     if arg_rows:
         lines += ["Per argument (share of rows whose value matches exactly):", ""]
         lines += report.table(["argument", "base model, zero-shot", "after LoRA"], arg_rows)
-    return lines + _heads(report, after, as_dict(manifest.get("selector")))
+    selector = as_dict(report.manifest(TOOL_SELECTOR))
+    return lines + (_heads(report, after, selector) if selector.get("enabled") else [])
 
 
 def _heads(report: Report, after: dict[str, Any], selector: dict[str, Any]) -> list[str]:
     """The two heads of one spec on the same rows: the LoRA router and the encoder selector."""
     if not selector:
         return []
-    intro = (f"The encoder selector ({selector.get('model')}, ONNX INT8, one query at a time) picks the tool only; "
+    model = as_dict(selector.get("train")).get("model")
+    intro = (f"The encoder selector ({model}, ONNX INT8, one query at a time) picks the tool only; "
              "the LoRA router also writes the arguments.")  # fmt: skip
     rows = [[label, after.get(key), selector.get(key)] for label, key in HEAD_ROWS]
     return [f"### Two heads on the same {selector.get('rows')} test rows", "", intro, "",

