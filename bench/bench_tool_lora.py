@@ -77,7 +77,8 @@ def speed_one(mode: str, examples: int, batch_size: int, steps: int) -> dict[str
     import torch
 
     from framework.plugins.trainers._lora_fit import _batch, _encode
-    from framework.plugins.trainers._shared_prefix import causal_loss_sum, shared_prefix_length
+    from framework.plugins.trainers._shared_prefix import causal_loss_sum
+    from framework.toolcalls.prefix import shared_prefix_length
 
     torch.manual_seed(0)
     tokenizer, model = _load_lora()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from framework.config.schema import PluginSection
 from framework.data.seeding import derive_seed
 from framework.pipeline.facts import TrainFacts, TrainMetrics
@@ -11,9 +9,6 @@ from framework.pipeline.runner import RecipeSection, StageDef, StageRun
 from framework.pipeline.targets import register_stage
 from framework.plugin_api import TrainContext, TrainResult
 from framework.stages.common import plugin_metrics, plugin_result, say, section_model_files, split_rows
-
-if TYPE_CHECKING:  # framework.config.check imports the targets, which import the stages
-    pass
 
 
 class TrainSection(PluginSection):

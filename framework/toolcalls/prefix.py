@@ -15,4 +15,4 @@ def shared_prefix_length(ids: Sequence[Sequence[int]], prompt_lengths: Sequence[
     length = 0
     while length < limit and all(row[length] == first[length] for row in ids):
         length += 1
-    return max(length, 0)
+    return length

@@ -106,8 +106,6 @@ def _scores(report: Report) -> list[str]:
 
 def _heads(report: Report, after: dict[str, Any], selector: dict[str, Any]) -> list[str]:
     """The two heads of one spec on the same rows: the LoRA router and the encoder selector."""
-    if not selector:
-        return []
     model = as_dict(selector.get("train")).get("model")
     intro = (f"The encoder selector ({model}, ONNX INT8, one query at a time) picks the tool only; "
              "the LoRA router also writes the arguments.")  # fmt: skip

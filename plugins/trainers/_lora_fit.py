@@ -21,7 +21,8 @@ from framework.io import atomic_write_json
 from framework.models import checkpoint_from_gguf, hub_error, quiet_transformers, resolve_model
 from framework.plugin_api import TrainContext, TrainResult
 from framework.plugins.trainers._batching import length_grouped_batches
-from framework.plugins.trainers._shared_prefix import IGNORE, causal_loss_sum, shared_prefix_length
+from framework.plugins.trainers._shared_prefix import IGNORE, causal_loss_sum
+from framework.toolcalls.prefix import shared_prefix_length
 
 if TYPE_CHECKING:  # the plugin module imports this one when the plugin runs
     from framework.plugins.trainers.causal_lora import Params

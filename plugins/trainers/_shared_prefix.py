@@ -20,12 +20,9 @@ from typing import Any
 import torch
 
 from framework.toolcalls.decoding import cache_argument
-from framework.toolcalls.prefix import shared_prefix_length
 
 IGNORE = -100
 """Label of a token that is not in the loss (the prompt's, and padding)."""
-
-__all__ = ["IGNORE", "causal_loss_sum", "shared_prefix_length"]
 
 
 @functools.cache

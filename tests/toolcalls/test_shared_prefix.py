@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 
 from framework.plugins.trainers._lora_fit import _batch, _encode
-from framework.plugins.trainers._shared_prefix import causal_loss_sum, shared_prefix_length
+from framework.plugins.trainers._shared_prefix import causal_loss_sum
+from framework.toolcalls.prefix import shared_prefix_length
 from tests.assets.tiny_causal_lm import build_tiny_causal_lm
 from tests.toolcalls.test_causal_lora_trainer import CALLS, SPEC
 
